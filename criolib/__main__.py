@@ -1,0 +1,5 @@
+"""``python -m criolib`` is the ``criolib`` command."""
+
+from criolib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""criolib.testing: the test bed, public so users can test their own code with it.
+
+- Test images built on this machine, reproducibly, from Debian's busybox-static
+  (:func:`build_test_images`), as an OCI image layout and docker-archive tarballs.
+- The real distribution registry on 127.0.0.1 (:class:`RegistryServer`), anonymous,
+  with basic auth, or with bearer tokens from a :class:`TokenServer`;
+  :func:`serving_test_images` starts one with the test images pushed.
+- pytest fixtures (``criolib_test_images``, ``criolib_registry``,
+  ``criolib_registry_basic``, ``criolib_registry_token``) registered as a pytest
+  plugin, and helpers that skip, or fail under ``CRIOLIB_REQUIRE_INTEGRATION=1``,
+  when a real part is missing.
+
+See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from criolib.testing._bed import push_test_images, serving_test_images
+from criolib.testing._errors import (
+    ImageBuildError,
+    MissingHostPart,
+    PushError,
+    RegistryStartError,
+    TestbedError,
+)
+from criolib.testing._host import (
+    REQUIRE_INTEGRATION_ENV,
+    find_cni_plugin_dir,
+    integration_required,
+    missing_binaries,
+    require_binaries,
+    require_cni_plugins,
+    require_root,
+)
+from criolib.testing._images import (
+    MULTILAYER_FILES,
+    TestImage,
+    TestImages,
+    build_test_images,
+    host_platform,
+)
+from criolib.testing._push import push_layout
+from criolib.testing._registry import RegistryServer
+from criolib.testing._tar import Entry, write_layer
+from criolib.testing._tokens import TokenServer
+
+logging.getLogger("criolib.testing").addHandler(logging.NullHandler())
+
+__all__ = [
+    "MULTILAYER_FILES",
+    "REQUIRE_INTEGRATION_ENV",
+    "Entry",
+    "ImageBuildError",
+    "MissingHostPart",
+    "PushError",
+    "RegistryServer",
+    "RegistryStartError",
+    "TestImage",
+    "TestImages",
+    "TestbedError",
+    "TokenServer",
+    "build_test_images",
+    "find_cni_plugin_dir",
+    "host_platform",
+    "integration_required",
+    "missing_binaries",
+    "push_layout",
+    "push_test_images",
+    "require_binaries",
+    "require_cni_plugins",
+    "require_root",
+    "serving_test_images",
+    "write_layer",
+]

@@ -1,0 +1,351 @@
+"""A real distribution registry (Debian's docker-registry, v2.8) for tests.
+
+Writes the registry's own configuration (distribution docs/configuration.md, config
+``version: 0.1``) into a work directory, starts ``docker-registry serve`` on
+127.0.0.1 and a free port, and waits until ``GET /v2/`` answers (distribution
+docs/spec/api.md "API Version Check": 200, or 401 when auth is on).
+
+Three auth set-ups: ``"none"``; ``"basic"`` (``auth.htpasswd`` with bcrypt hashes,
+the only kind the registry accepts); ``"token"`` (``auth.token`` pointing at a
+:class:`~criolib.testing.TokenServer` started alongside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import httpx
+
+from criolib.testing._errors import MissingHostPart, RegistryStartError, TestbedError
+from criolib.testing._push import RegistryAuth
+from criolib.testing._tokens import TokenServer
+
+__all__ = ["RegistryServer"]
+
+log = logging.getLogger("criolib.testing")
+
+AuthKind = Literal["none", "basic", "token"]
+
+DEFAULT_USERS: Mapping[str, str] = {"tester": "criolib-secret"}
+_DEBIAN_PACKAGE = "docker-registry"
+_LOG_TAIL = 3000
+_STOP_GRACE = 5.0
+# bcrypt's cost 4 is its minimum; 5 keeps a test's many Basic checks fast.
+_BCRYPT_COST = 5
+
+
+def _free_port() -> int:
+    # The registry binds the port itself, so this has a small race; a clash shows
+    # up as a RegistryStartError naming "address already in use".
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Block on a pidfd until ``proc`` exits or ``timeout`` passes; reap it if it did.
+
+    MACHINE-NOTES.md: ``Popen.wait(timeout)`` sleep-polls; a pidfd does not.
+    """
+    if proc.returncode is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        proc.wait()
+        return True
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if ready:
+        proc.wait()
+        return True
+    return False
+
+
+class RegistryServer:
+    """Runs distribution's registry on 127.0.0.1 with its own config, for tests.
+
+    distribution docs/configuration.md (config version 0.1); auth per
+    docs/spec/auth/token.md for ``"token"``. ``users`` maps user names to passwords
+    (used by ``"basic"`` and ``"token"``); ``workdir`` holds config, storage and
+    ``registry.log`` and is removed on :meth:`stop` only when this object made it.
+    ``port`` pins the port (default: a free one). ``token_ttl`` and
+    ``anonymous_pull`` configure the token server.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        *,
+        auth: AuthKind = "none",
+        users: Mapping[str, str] | None = None,
+        binary: str = "docker-registry",
+        workdir: Path | None = None,
+        port: int | None = None,
+        token_ttl: int = 10,
+        anonymous_pull: bool = False,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        if auth not in ("none", "basic", "token"):
+            raise ValueError(f"registry auth must be 'none', 'basic' or 'token', not {auth!r}")
+        self._auth: AuthKind = auth
+        self._users = dict(users if users is not None else DEFAULT_USERS)
+        self._binary = binary
+        self._given_workdir = workdir
+        self._workdir: Path | None = None
+        self._given_port = port
+        self._port: int | None = None
+        self._token_ttl = token_ttl
+        self._anonymous_pull = anonymous_pull
+        self._startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._token_server: TokenServer | None = None
+
+    # -- properties --------------------------------------------------------
+
+    @property
+    def auth(self) -> AuthKind:
+        """Which auth the registry demands: ``"none"``, ``"basic"`` or ``"token"``."""
+        return self._auth
+
+    @property
+    def users(self) -> dict[str, str]:
+        """User name to password, for ``"basic"`` and ``"token"``."""
+        return dict(self._users)
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """The first user's ``(name, password)``, or ``None`` when auth is ``"none"``."""
+        if self._auth == "none" or not self._users:
+            return None
+        return next(iter(self._users.items()))
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:PORT``, the registry part of an image reference."""
+        if self._port is None:
+            raise TestbedError("registry: not started, so it has no address yet")
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://{self.host}"
+
+    @property
+    def token_server(self) -> TokenServer | None:
+        """The token server behind ``"token"`` auth, else ``None``."""
+        return self._token_server
+
+    @property
+    def workdir(self) -> Path:
+        """The directory holding config, storage and the log."""
+        if self._workdir is None:
+            raise TestbedError("registry: not started, so it has no work directory yet")
+        return self._workdir
+
+    @property
+    def log_path(self) -> Path:
+        """The registry's stdout and stderr."""
+        return self.workdir / "registry.log"
+
+    @property
+    def config_path(self) -> Path:
+        """The YAML configuration the registry was started with."""
+        return self.workdir / "config.yml"
+
+    def client(
+        self,
+        *,
+        authenticated: bool = True,
+        credentials: tuple[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> httpx.Client:
+        """An ``httpx.Client`` for this registry that answers its auth challenges.
+
+        It logs in as ``credentials`` when given, else as the first user;
+        ``authenticated=False`` makes it anonymous.
+        """
+        creds = credentials or (self.credentials if authenticated else None)
+        return httpx.Client(
+            base_url=self.url,
+            auth=RegistryAuth(*creds) if creds else None,
+            timeout=timeout,
+            # A proxy from the environment must never see loopback test traffic.
+            trust_env=False,
+        )
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> Self:
+        """Write the config, start the registry and wait until ``/v2/`` answers."""
+        if self._proc is not None:
+            return self
+        binary = shutil.which(self._binary)
+        if binary is None:
+            raise MissingHostPart(
+                f"registry: program {self._binary!r} not found on PATH; install the Debian "
+                f"package {_DEBIAN_PACKAGE} (apt-get install {_DEBIAN_PACKAGE}) or pass binary="
+            )
+        if self._given_workdir is not None:
+            self._given_workdir.mkdir(parents=True, exist_ok=True)
+            self._workdir = self._given_workdir
+        else:
+            self._workdir = Path(tempfile.mkdtemp(prefix="criolib-registry-"))
+        self._port = self._given_port if self._given_port is not None else _free_port()
+        try:
+            self._write_config()
+            self._spawn(binary)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.debug("registry %s ready (auth %s)", self.host, self._auth)
+        return self
+
+    def stop(self) -> None:
+        """Terminate the registry (SIGTERM, then SIGKILL), reap it, clean up."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                if _wait_exit(proc, _STOP_GRACE):
+                    break
+            else:
+                log.warning("registry %s: pid %d survived SIGKILL", self.host, proc.pid)
+        if self._token_server is not None:
+            self._token_server.stop()
+            self._token_server = None
+        if self._workdir is not None and self._given_workdir is None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        self._workdir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- internals -----------------------------------------------------------
+
+    def _write_config(self) -> None:
+        """docs/configuration.md, with only what a loopback test registry needs."""
+        workdir = self.workdir
+        config: dict[str, Any] = {
+            "version": "0.1",
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(workdir / "storage")},
+                "delete": {"enabled": True},
+                # The purger would delete uploads of a paused test; it runs at startup too.
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
+            # A fixed secret avoids the registry's "No HTTP secret provided" warning.
+            "http": {"addr": self.host, "secret": secrets.token_hex(16)},
+        }
+        if self._auth == "basic":
+            import bcrypt
+
+            lines = [
+                f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(_BCRYPT_COST)).decode()}\n"
+                for user, pw in self._users.items()
+            ]
+            htpasswd = workdir / "htpasswd"
+            htpasswd.write_text("".join(lines))
+            config["auth"] = {"htpasswd": {"realm": "criolib-testbed", "path": str(htpasswd)}}
+        elif self._auth == "token":
+            tokens = TokenServer(
+                users=self._users,
+                ttl=self._token_ttl,
+                anonymous_pull=self._anonymous_pull,
+                cert_path=workdir / "token-root.pem",
+            )
+            self._token_server = tokens.start()
+            config["auth"] = {
+                "token": {
+                    "realm": tokens.realm,
+                    "service": tokens.service,
+                    "issuer": tokens.issuer,
+                    "rootcertbundle": str(tokens.cert_path),
+                }
+            }
+        # JSON is YAML (flow style); writing it avoids a YAML dependency for one file.
+        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+    def _spawn(self, binary: str) -> None:
+        # REGISTRY_* variables override the config file; keep the test's config exact.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        argv = [binary, "serve", str(self.config_path)]
+        with self.log_path.open("ab") as logf:
+            try:
+                self._proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=self.workdir,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise RegistryStartError(
+                    f"registry {self.host}: cannot run {binary}: {exc.strerror or exc}"
+                ) from exc
+
+    def _wait_ready(self) -> None:
+        """Poll ``GET /v2/`` until it answers 200 or 401, the process dies, or time is up."""
+        assert self._proc is not None
+        deadline = time.monotonic() + self._startup_timeout
+        last: str = "no answer yet"
+        with httpx.Client(timeout=1.0, trust_env=False) as http:
+            while True:
+                if self._proc.poll() is not None:
+                    raise RegistryStartError(
+                        f"registry {self.host}: exited with status {self._proc.returncode} "
+                        f"during startup (config {self.config_path}); log tail:\n{self._tail()}"
+                    )
+                try:
+                    resp = http.get(f"{self.url}/v2/")
+                    if resp.status_code in (200, 401):
+                        return
+                    last = f"GET /v2/ answered {resp.status_code}"
+                except httpx.TransportError as exc:
+                    last = f"GET /v2/ failed: {exc}"
+                if time.monotonic() > deadline:
+                    raise RegistryStartError(
+                        f"registry {self.host}: not ready after {self._startup_timeout} s "
+                        f"({last}; config {self.config_path}); log tail:\n{self._tail()}"
+                    )
+                time.sleep(0.02)
+
+    def _tail(self) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError as exc:
+            return f"(cannot read {self.log_path}: {exc})"
+        text = data[-_LOG_TAIL:].decode(errors="replace").strip()
+        return text or "(empty)"

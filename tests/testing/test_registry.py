@@ -1,0 +1,265 @@
+"""Integration tests of the test bed's registry, token server and push helper.
+
+They run the real distribution registry (Debian's docker-registry 2.8) and
+cross-check what it serves with skopeo, a client nobody here wrote.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from criolib._exec import run
+from criolib.testing._errors import MissingHostPart, PushError, RegistryStartError
+from criolib.testing._push import parse_challenge, push_layout
+from criolib.testing._registry import RegistryServer
+from criolib.testing._tokens import REGISTRY_LEEWAY, TokenServer, parse_scopes
+
+pytestmark = pytest.mark.integration
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+ACCEPT = f"{MANIFEST}, {INDEX}"
+TTL = 2
+
+
+def _require(*binaries: str) -> None:
+    # Local stand-in for the shared helper: skip, or fail when CI asks for integration.
+    missing = [b for b in binaries if shutil.which(b) is None]
+    if not missing:
+        return
+    why = f"not installed: {', '.join(missing)}"
+    if os.environ.get("CRIOLIB_REQUIRE_INTEGRATION", "") not in ("", "0"):
+        pytest.fail(f"{why} (CRIOLIB_REQUIRE_INTEGRATION is set)", pytrace=False)
+    pytest.skip(why)
+
+
+# -- a tiny OCI image layout, built here ------------------------------------
+
+
+def _blob(layout: Path, data: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _image(layout: Path, text: bytes, arch: str) -> dict[str, Any]:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+    layer = _blob(layout, gzip.compress(raw.getvalue(), mtime=0))
+    layer["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
+    config = _blob(layout, _json({
+        "architecture": arch, "os": "linux",
+        "rootfs": {"type": "layers",
+                   "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
+    }))
+    config["mediaType"] = "application/vnd.oci.image.config.v1+json"
+    manifest = _blob(layout, _json({
+        "schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": [layer],
+    }))
+    return {"mediaType": MANIFEST, **manifest, "platform": {"architecture": arch, "os": "linux"}}
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A layout with ``hello`` (one manifest) and ``multi`` (an index of two)."""
+    root = tmp_path_factory.mktemp("layout")
+    (root / "blobs" / "sha256").mkdir(parents=True)
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    hello = _image(root, b"hello\n", "amd64")
+    children = [_image(root, b"amd64\n", "amd64"), _image(root, b"arm64\n", "arm64")]
+    index = _blob(root, _json({"schemaVersion": 2, "mediaType": INDEX, "manifests": children}))
+    refs = [
+        {"mediaType": MANIFEST, "digest": hello["digest"], "size": hello["size"],
+         "annotations": {"org.opencontainers.image.ref.name": "hello"}},
+        {"mediaType": INDEX, **index, "annotations": {"org.opencontainers.image.ref.name": "multi"}},
+    ]
+    (root / "index.json").write_bytes(_json({"schemaVersion": 2, "manifests": refs}))
+    return root
+
+
+def _digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _pull_manifest(registry: RegistryServer, repo: str, ref: str) -> bytes:
+    with registry.client() as client:
+        resp = client.get(f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
+        assert resp.status_code == 200, resp.text
+        return resp.content
+
+
+def _skopeo_raw(registry: RegistryServer, repo: str, tag: str) -> bytes:
+    argv = ["skopeo", "inspect", "--raw", "--tls-verify=false"]
+    if registry.credentials:
+        argv += ["--creds", "{}:{}".format(*registry.credentials)]
+    argv.append(f"docker://{registry.host}/{repo}:{tag}")
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    return run(argv, env=env, timeout=30, what=f"skopeo inspect {repo}:{tag}").stdout
+
+
+@pytest.fixture(scope="module", params=["none", "basic", "token"])
+def registry(request: pytest.FixtureRequest) -> Iterator[RegistryServer]:
+    _require("docker-registry")
+    with RegistryServer(auth=request.param, token_ttl=TTL) as server:
+        yield server
+
+
+# -- every auth variant -------------------------------------------------------
+
+
+def test_serves_v2_and_guards_it(registry: RegistryServer) -> None:
+    with httpx.Client(trust_env=False) as http:
+        resp = http.get(f"{registry.url}/v2/")
+    if registry.auth == "none":
+        assert resp.status_code == 200
+    else:
+        assert resp.status_code == 401
+        scheme, _ = parse_challenge(resp.headers["WWW-Authenticate"])
+        assert scheme == ("basic" if registry.auth == "basic" else "bearer")
+        with registry.client() as client:
+            assert client.get("/v2/").status_code == 200
+
+
+def test_push_and_pull_back_same_digest(registry: RegistryServer, layout: Path) -> None:
+    pushed = push_layout(registry, layout, "hello", "test/hello", "v1")
+    assert pushed.reference == f"{registry.host}/test/hello:v1"
+    assert pushed.blobs_uploaded == 2 and pushed.manifests == 1
+    data = _pull_manifest(registry, "test/hello", "v1")
+    assert _digest_of(data) == pushed.digest
+    # Pushing again uploads nothing: HEAD finds every blob.
+    again = push_layout(registry, layout, "hello", "test/hello", "v1")
+    assert again.blobs_uploaded == 0 and again.blobs_skipped == 2
+
+
+def test_push_index_with_children(registry: RegistryServer, layout: Path) -> None:
+    pushed = push_layout(registry, layout, "multi", "test/multi", "latest")
+    assert pushed.media_type == INDEX and pushed.manifests == 3
+    index = json.loads(_pull_manifest(registry, "test/multi", "latest"))
+    for child in index["manifests"]:
+        assert _digest_of(_pull_manifest(registry, "test/multi", child["digest"])) == child["digest"]
+
+
+def test_skopeo_sees_the_same_bytes(registry: RegistryServer, layout: Path) -> None:
+    _require("skopeo")
+    pushed = push_layout(registry, layout, "hello", "test/skopeo", "v1")
+    assert _digest_of(_skopeo_raw(registry, "test/skopeo", "v1")) == pushed.digest
+
+
+# -- auth failures --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("auth", ["basic", "token"])
+def test_anonymous_and_wrong_password_are_refused(auth: str, layout: Path) -> None:
+    _require("docker-registry")
+    with RegistryServer(auth=auth) as server:  # type: ignore[arg-type]
+        push_layout(server, layout, "hello", "test/private", "v1")
+        path = "/v2/test/private/manifests/v1"
+        with server.client(authenticated=False) as anon:
+            assert anon.get(path, headers={"Accept": ACCEPT}).status_code == 401
+        with server.client(credentials=("tester", "wrong")) as client:
+            assert client.get(path, headers={"Accept": ACCEPT}).status_code == 401
+        if server.token_server is not None:
+            assert server.token_server.failures >= 1
+        with pytest.raises(PushError, match=r"test/private:v2: .*HTTP 401") as info:
+            push_layout(server, layout, "hello", "test/private", "v2",
+                        credentials=("tester", "wrong"))
+    print(info.value)
+
+
+def test_token_expires_and_is_refreshed(layout: Path) -> None:
+    _require("docker-registry")
+    with RegistryServer(auth="token", token_ttl=TTL) as server:
+        tokens = server.token_server
+        assert tokens is not None
+        push_layout(server, layout, "hello", "test/ttl", "v1")
+        # A raw token: good now, refused once ttl passes (the leeway shift works).
+        raw = tokens.mint("tester", [
+            {"type": "repository", "name": "test/ttl", "actions": ["pull"]}])
+        headers = {"Authorization": f"Bearer {raw}", "Accept": ACCEPT}
+        with httpx.Client(base_url=server.url, trust_env=False) as http:
+            assert http.get("/v2/test/ttl/manifests/v1", headers=headers).status_code == 200
+            with server.client() as client:
+                assert client.get("/v2/test/ttl/manifests/v1",
+                                  headers={"Accept": ACCEPT}).status_code == 200
+                before = tokens.tokens_issued
+                time.sleep(TTL + 1.1)
+                resp = http.get("/v2/test/ttl/manifests/v1", headers=headers)
+                assert resp.status_code == 401
+                assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+                # The same client goes on working, with a fresh token.
+                assert client.get("/v2/test/ttl/manifests/v1",
+                                  headers={"Accept": ACCEPT}).status_code == 200
+                assert tokens.tokens_issued > before
+        before = tokens.tokens_issued
+        push_layout(server, layout, "multi", "test/ttl", "v2")
+        assert tokens.tokens_issued > before
+
+
+def test_token_server_protocol() -> None:
+    with TokenServer(users={"alice": "pw", "reader": "pw"}, acl={"reader": ["pull"]},
+                     ttl=30) as tokens, httpx.Client(trust_env=False) as http:
+        def claims(auth: tuple[str, str] | None, *scopes: str) -> dict[str, Any]:
+            resp = http.get(tokens.realm, auth=auth, params=[
+                ("service", tokens.service), *(("scope", s) for s in scopes)])
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert body["token"] == body["access_token"] and body["expires_in"] == 30
+            payload = body["token"].split(".")[1]
+            doc: dict[str, Any] = json.loads(
+                __import__("base64").urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            return doc
+
+        doc = claims(("alice", "pw"), "repository:a/b:pull,push", "registry:catalog:*")
+        assert doc["sub"] == "alice" and doc["aud"] == tokens.service
+        assert doc["exp"] - doc["iat"] == 30 - REGISTRY_LEEWAY
+        assert doc["access"] == [
+            {"type": "repository", "name": "a/b", "actions": ["pull", "push"]},
+            {"type": "registry", "name": "catalog", "actions": ["*"]},
+        ]
+        assert claims(("reader", "pw"), "repository:a/b:pull,push")["access"] == [
+            {"type": "repository", "name": "a/b", "actions": ["pull"]}]
+        assert claims(None, "repository:a/b:pull")["access"] == []
+        assert http.get(tokens.realm, auth=("alice", "nope")).status_code == 401
+        assert tokens.failures == 1 and tokens.requests == 4
+    assert parse_scopes(["repository:localhost:5000/x:pull"]) == {
+        ("repository", "localhost:5000/x"): ["pull"]}
+
+
+# -- startup failures ---------------------------------------------------------------
+
+
+def test_registry_dies_early_with_log_tail() -> None:
+    _require("docker-registry")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RegistryStartError, match="address already in use") as info:
+            RegistryServer(port=port).start()
+    assert f"127.0.0.1:{port}" in str(info.value)
+
+
+def test_missing_binary_names_the_package() -> None:
+    with pytest.raises(MissingHostPart, match="apt-get install docker-registry"):
+        RegistryServer(binary="/nonexistent/docker-registry").start()
