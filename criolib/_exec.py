@@ -120,10 +120,12 @@ def _communicate(  # noqa: PLR0912 - one select loop over four kinds of fd
             chunks[stream.fileno()] = []
             sel.register(stream.fileno(), selectors.EVENT_READ)
         pending = memoryview(input or b"")
+        stdin_fd = -1
         if proc.stdin is not None:
             if pending:
-                os.set_blocking(proc.stdin.fileno(), False)
-                sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE)
+                stdin_fd = proc.stdin.fileno()
+                os.set_blocking(stdin_fd, False)
+                sel.register(stdin_fd, selectors.EVENT_WRITE)
             else:
                 proc.stdin.close()
         sel.register(pidfd, selectors.EVENT_READ)
@@ -141,7 +143,7 @@ def _communicate(  # noqa: PLR0912 - one select loop over four kinds of fd
                 if fd == pidfd:
                     exited = True
                     sel.unregister(pidfd)
-                elif proc.stdin is not None and fd == proc.stdin.fileno():
+                elif fd == stdin_fd:
                     try:
                         n = os.write(fd, pending[:65536])
                     except BrokenPipeError:
@@ -149,7 +151,9 @@ def _communicate(  # noqa: PLR0912 - one select loop over four kinds of fd
                     pending = pending[n:]
                     if not pending:
                         sel.unregister(fd)
+                        assert proc.stdin is not None
                         proc.stdin.close()
+                        stdin_fd = -1
                 else:
                     data = os.read(fd, 65536)
                     if data:

@@ -373,6 +373,9 @@ def _describe_failure(resp: httpx.Response) -> str:
         text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
     except (ValueError, KeyError, TypeError, AttributeError):
         text = resp.text.strip()[:500]
+    if resp.status_code == 401:
+        text = f"{text}; " if text else ""
+        text += "credentials missing or refused"
     return f"{where}: {text}" if text else where
 
 

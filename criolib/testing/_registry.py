@@ -326,7 +326,7 @@ class RegistryServer:
                 if self._proc.poll() is not None:
                     raise RegistryStartError(
                         f"registry {self.host}: exited with status {self._proc.returncode} "
-                        f"during startup (config {self.config_path}); log tail:\n{self._tail()}"
+                        f"during startup; log tail:\n{self._tail()}"
                     )
                 try:
                     resp = http.get(f"{self.url}/v2/")
@@ -338,7 +338,7 @@ class RegistryServer:
                 if time.monotonic() > deadline:
                     raise RegistryStartError(
                         f"registry {self.host}: not ready after {self._startup_timeout} s "
-                        f"({last}; config {self.config_path}); log tail:\n{self._tail()}"
+                        f"({last}); log tail:\n{self._tail()}"
                     )
                 time.sleep(0.02)
 

@@ -6,6 +6,7 @@ cross-check what it serves with skopeo, a client nobody here wrote.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -25,7 +26,7 @@ import pytest
 from criolib._exec import run
 from criolib.testing._errors import MissingHostPart, PushError, RegistryStartError
 from criolib.testing._push import parse_challenge, push_layout
-from criolib.testing._registry import RegistryServer
+from criolib.testing._registry import AuthKind, RegistryServer
 from criolib.testing._tokens import REGISTRY_LEEWAY, TokenServer, parse_scopes
 
 pytestmark = pytest.mark.integration
@@ -92,7 +93,8 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     refs = [
         {"mediaType": MANIFEST, "digest": hello["digest"], "size": hello["size"],
          "annotations": {"org.opencontainers.image.ref.name": "hello"}},
-        {"mediaType": INDEX, **index, "annotations": {"org.opencontainers.image.ref.name": "multi"}},
+        {"mediaType": INDEX, **index,
+         "annotations": {"org.opencontainers.image.ref.name": "multi"}},
     ]
     (root / "index.json").write_bytes(_json({"schemaVersion": 2, "manifests": refs}))
     return root
@@ -157,7 +159,8 @@ def test_push_index_with_children(registry: RegistryServer, layout: Path) -> Non
     assert pushed.media_type == INDEX and pushed.manifests == 3
     index = json.loads(_pull_manifest(registry, "test/multi", "latest"))
     for child in index["manifests"]:
-        assert _digest_of(_pull_manifest(registry, "test/multi", child["digest"])) == child["digest"]
+        data = _pull_manifest(registry, "test/multi", child["digest"])
+        assert _digest_of(data) == child["digest"]
 
 
 def test_skopeo_sees_the_same_bytes(registry: RegistryServer, layout: Path) -> None:
@@ -170,9 +173,9 @@ def test_skopeo_sees_the_same_bytes(registry: RegistryServer, layout: Path) -> N
 
 
 @pytest.mark.parametrize("auth", ["basic", "token"])
-def test_anonymous_and_wrong_password_are_refused(auth: str, layout: Path) -> None:
+def test_anonymous_and_wrong_password_are_refused(auth: AuthKind, layout: Path) -> None:
     _require("docker-registry")
-    with RegistryServer(auth=auth) as server:  # type: ignore[arg-type]
+    with RegistryServer(auth=auth) as server:
         push_layout(server, layout, "hello", "test/private", "v1")
         path = "/v2/test/private/manifests/v1"
         with server.client(authenticated=False) as anon:
@@ -184,7 +187,7 @@ def test_anonymous_and_wrong_password_are_refused(auth: str, layout: Path) -> No
         with pytest.raises(PushError, match=r"test/private:v2: .*HTTP 401") as info:
             push_layout(server, layout, "hello", "test/private", "v2",
                         credentials=("tester", "wrong"))
-    print(info.value)
+    assert "credentials missing or refused" in str(info.value)
 
 
 def test_token_expires_and_is_refreshed(layout: Path) -> None:
@@ -227,7 +230,7 @@ def test_token_server_protocol() -> None:
             assert body["token"] == body["access_token"] and body["expires_in"] == 30
             payload = body["token"].split(".")[1]
             doc: dict[str, Any] = json.loads(
-                __import__("base64").urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+                base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
             return doc
 
         doc = claims(("alice", "pw"), "repository:a/b:pull,push", "registry:catalog:*")
