@@ -101,7 +101,7 @@ def run(
     return Completed(argv=argv, returncode=returncode, stdout=out, stderr=err)
 
 
-def _communicate(  # noqa: PLR0912 - one select loop over four kinds of fd
+def _communicate(  # noqa: PLR0912, PLR0915 - one select loop over four kinds of fd
 
     proc: subprocess.Popen[bytes], input: bytes | None, timeout: float | None
 ) -> tuple[bytes, bytes, int | None]:

@@ -41,8 +41,8 @@ from criolib.testing._images import (
     build_test_images,
     host_platform,
 )
-from criolib.testing._push import push_layout
-from criolib.testing._registry import RegistryServer
+from criolib.testing._push import PushedImage, RegistryAuth, push_layout
+from criolib.testing._registry import AuthKind, RegistryServer
 from criolib.testing._tar import Entry, write_layer
 from criolib.testing._tokens import TokenServer
 
@@ -51,10 +51,13 @@ logging.getLogger("criolib.testing").addHandler(logging.NullHandler())
 __all__ = [
     "MULTILAYER_FILES",
     "REQUIRE_INTEGRATION_ENV",
+    "AuthKind",
     "Entry",
     "ImageBuildError",
     "MissingHostPart",
     "PushError",
+    "PushedImage",
+    "RegistryAuth",
     "RegistryServer",
     "RegistryStartError",
     "TestImage",

@@ -140,7 +140,7 @@ class RegistryAuth(httpx.Auth):
 
         ``stale`` is a token the registry just refused: never reuse it. Returns the
         token sent, or ``None`` when the token service refused (the caller then
-        sees the registry's 401).
+        gets the token service's answer, whose URL and body say why).
         """
         with self._lock:
             cached = self._tokens.get(key)

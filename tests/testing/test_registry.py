@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import socket
 import tarfile
 import time
@@ -24,10 +23,18 @@ import httpx
 import pytest
 
 from criolib._exec import run
-from criolib.testing._errors import MissingHostPart, PushError, RegistryStartError
-from criolib.testing._push import parse_challenge, push_layout
-from criolib.testing._registry import AuthKind, RegistryServer
-from criolib.testing._tokens import REGISTRY_LEEWAY, TokenServer, parse_scopes
+from criolib.testing import (
+    MissingHostPart,
+    PushError,
+    RegistryServer,
+    RegistryStartError,
+    TokenServer,
+    push_layout,
+    require_binaries,
+)
+from criolib.testing._push import parse_challenge
+from criolib.testing._registry import AuthKind
+from criolib.testing._tokens import REGISTRY_LEEWAY, parse_scopes
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +42,6 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 ACCEPT = f"{MANIFEST}, {INDEX}"
 TTL = 2
-
-
-def _require(*binaries: str) -> None:
-    # Local stand-in for the shared helper: skip, or fail when CI asks for integration.
-    missing = [b for b in binaries if shutil.which(b) is None]
-    if not missing:
-        return
-    why = f"not installed: {', '.join(missing)}"
-    if os.environ.get("CRIOLIB_REQUIRE_INTEGRATION", "") not in ("", "0"):
-        pytest.fail(f"{why} (CRIOLIB_REQUIRE_INTEGRATION is set)", pytrace=False)
-    pytest.skip(why)
 
 
 # -- a tiny OCI image layout, built here ------------------------------------
@@ -122,7 +118,7 @@ def _skopeo_raw(registry: RegistryServer, repo: str, tag: str) -> bytes:
 
 @pytest.fixture(scope="module", params=["none", "basic", "token"])
 def registry(request: pytest.FixtureRequest) -> Iterator[RegistryServer]:
-    _require("docker-registry")
+    require_binaries("docker-registry")
     with RegistryServer(auth=request.param, token_ttl=TTL) as server:
         yield server
 
@@ -164,7 +160,7 @@ def test_push_index_with_children(registry: RegistryServer, layout: Path) -> Non
 
 
 def test_skopeo_sees_the_same_bytes(registry: RegistryServer, layout: Path) -> None:
-    _require("skopeo")
+    require_binaries("skopeo")
     pushed = push_layout(registry, layout, "hello", "test/skopeo", "v1")
     assert _digest_of(_skopeo_raw(registry, "test/skopeo", "v1")) == pushed.digest
 
@@ -174,7 +170,7 @@ def test_skopeo_sees_the_same_bytes(registry: RegistryServer, layout: Path) -> N
 
 @pytest.mark.parametrize("auth", ["basic", "token"])
 def test_anonymous_and_wrong_password_are_refused(auth: AuthKind, layout: Path) -> None:
-    _require("docker-registry")
+    require_binaries("docker-registry")
     with RegistryServer(auth=auth) as server:
         push_layout(server, layout, "hello", "test/private", "v1")
         path = "/v2/test/private/manifests/v1"
@@ -191,7 +187,7 @@ def test_anonymous_and_wrong_password_are_refused(auth: AuthKind, layout: Path) 
 
 
 def test_token_expires_and_is_refreshed(layout: Path) -> None:
-    _require("docker-registry")
+    require_binaries("docker-registry")
     with RegistryServer(auth="token", token_ttl=TTL) as server:
         tokens = server.token_server
         assert tokens is not None
@@ -253,7 +249,7 @@ def test_token_server_protocol() -> None:
 
 
 def test_registry_dies_early_with_log_tail() -> None:
-    _require("docker-registry")
+    require_binaries("docker-registry")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
