@@ -43,6 +43,7 @@ from criolib.testing._images import (
 )
 from criolib.testing._push import PushedImage, RegistryAuth, push_layout
 from criolib.testing._registry import AuthKind, RegistryServer
+from criolib.testing._rootfs import unpack_test_image
 from criolib.testing._tar import Entry, write_layer
 from criolib.testing._tokens import TokenServer
 
@@ -75,5 +76,6 @@ __all__ = [
     "require_cni_plugins",
     "require_root",
     "serving_test_images",
+    "unpack_test_image",
     "write_layer",
 ]

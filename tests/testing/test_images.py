@@ -289,3 +289,22 @@ def test_umoci_unpacks_the_multilayer_image_as_promised(images: TestImages,
             (str(p.relative_to(root)), p.lstat().st_mode, p.lstat().st_uid)
             for p in root.rglob("*")))
     assert trees[0] == trees[1]
+
+
+@pytest.mark.integration
+def test_unpack_test_image_applies_whiteouts(images: TestImages, tmp_path: Path) -> None:
+    require_root()
+    from criolib.testing import unpack_test_image
+
+    root = unpack_test_image(images, "multilayer-zstd", tmp_path / "rootfs")
+    data = root / "data"
+    assert sorted(p.name for p in (data / "replaced").iterdir()) == ["new.txt"]
+    assert not (data / "delete-me.txt").exists() and not (data / "removed-dir").exists()
+    assert (data / "overwritten.txt").read_text() == "layer 2 version\n"
+    assert (data / "setuid-bin").stat().st_mode & 0o7777 == 0o4755
+    assert os.readlink(root / "bin" / "sh") == "/bin/busybox"
+    arch_root = unpack_test_image(images, "multiarch", tmp_path / "multiarch")
+    assert (arch_root / "etc" / "criolib-platform").read_text().startswith(
+        f"linux/{host_platform()['architecture']}")
+    with pytest.raises(Exception, match="not empty"):
+        unpack_test_image(images, "busybox", root)

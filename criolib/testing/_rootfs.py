@@ -1,0 +1,83 @@
+"""Unpacking a test image into a plain directory, for tests that need a rootfs.
+
+This is a test-bed convenience for the test bed's own, trusted images (tests of
+runtimes, monitors and networks need a busybox root before criolib.storage is in
+the picture). It applies layers in order with the OCI whiteout rules of
+image-spec layer.md, but it is not a safe extractor for hostile input: that is
+criolib.storage's job.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import tarfile
+from pathlib import Path
+from typing import IO, Any, cast
+
+from criolib.testing._errors import ImageBuildError
+from criolib.testing._images import TestImages, host_platform
+
+__all__ = ["unpack_test_image"]
+
+
+def _open_layer(path: Path, media_type: str) -> IO[bytes]:
+    if media_type.endswith("+gzip"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    if media_type.endswith("+zstd"):
+        import zstandard
+
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(path.open("rb")))
+    return path.open("rb")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _apply(tar: tarfile.TarFile, dest: Path) -> None:
+    for m in tar:  # a stream: each member is extracted as soon as it is read
+        name = Path(m.name)
+        if name.name == ".wh..wh..opq":
+            parent = dest / name.parent
+            if parent.is_dir():
+                for child in parent.iterdir():
+                    _remove(child)
+        elif name.name.startswith(".wh."):
+            _remove(dest / name.parent / name.name[len(".wh."):])
+        else:
+            target = dest / name
+            if (target.exists() or target.is_symlink()) and not (m.isdir() and target.is_dir()):
+                _remove(target)
+            tar.extract(m, dest, filter="fully_trusted")
+
+
+def unpack_test_image(images: TestImages, name: str, dest: str | Path) -> Path:
+    """Unpack test image ``name`` (for an index: this host's instance) into ``dest``.
+
+    ``dest`` must not exist or be empty; returns it. Needs root for ownership,
+    setuid bits and device-like entries to come out as stored.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise ImageBuildError(f"cannot unpack test image {name!r}: {dest} is not empty")
+    image = images[name]
+    if image.is_index:
+        arch = host_platform()["architecture"]
+        native = [i for i in image.instances if (i.platform or {}).get("architecture") == arch]
+        if not native:
+            raise ImageBuildError(f"test image {name!r} has no instance for {arch}")
+        image = native[0]
+    blobs = images.layout / "blobs" / "sha256"
+    manifest: dict[str, Any] = json.loads((blobs / image.digest.partition(":")[2]).read_bytes())
+    for layer in manifest["layers"]:
+        path = blobs / layer["digest"].partition(":")[2]
+        with _open_layer(path, layer["mediaType"]) as f, tarfile.open(fileobj=f,
+                                                                       mode="r|") as tar:
+            _apply(tar, dest)
+    return dest
