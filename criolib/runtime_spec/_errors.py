@@ -6,14 +6,154 @@ The OCI runtime spec, its generator, validation and runtime client.
 
     criolib.errors.CriolibError
     └── RuntimeSpecError
+        ├── SpecFormatError (ValueError)   a document is not JSON, or a value has the wrong
+        │                                  JSON type (names the document and the JSON path)
+        ├── RuntimeNotFound                the runtime binary (runc, crun) is not installed
+        ├── BundleNotFound                 a bundle directory or its config.json is missing
+        ├── ExitStatusUnavailable          a container init is not our child: no exit status
+        └── RuntimeCommandError (ExecError)   a runtime command failed: names the container,
+            │                                  the operation, the runtime, the exit status
+            │                                  and the runtime's own message from its log
+            ├── ContainerNotFound (LookupError)   no container with that id
+            ├── ContainerExists            the id is taken
+            ├── PrivilegeError             refused for want of a capability (a negative
+            │                              oomScoreAdj, rlimits above the hard limit)
+            ├── FeaturesUnsupported        the runtime has no `features` command
+            └── RuntimeTimeout (ExecTimeout)   ran past its timeout and was killed
 """
 
 from __future__ import annotations
 
-from criolib.errors import CriolibError
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["RuntimeSpecError"]
+from criolib.errors import CriolibError, ExecError, ExecTimeout
+
+__all__ = ["RuntimeSpecError", "SpecFormatError"]
 
 
 class RuntimeSpecError(CriolibError):
     """Base class of every error raised by :mod:`criolib.runtime_spec`."""
+
+
+class SpecFormatError(RuntimeSpecError, ValueError):
+    """A runtime-spec document (config.json, state, features) cannot be read as its type.
+
+    Raised for malformed JSON and for structural faults: a value of the wrong JSON
+    type (a string where an integer belongs), an object where an array belongs, a
+    missing required property. Semantic rules (absolute paths, known namespace types,
+    ranges) are :func:`validate`'s job, not this error's.
+
+    ``source`` names the document (``"config.json"`` or the file path the caller gave),
+    ``path`` is the JSON path of the bad value (``"process.user.uid"``; empty for the
+    document itself) and ``reason`` says what is wrong with it.
+    """
+
+    def __init__(self, source: str, path: str, reason: str) -> None:
+        where = f"{source}: {path}" if path else source
+        super().__init__(f"{where}: {reason}")
+        self.source = source
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[SpecFormatError], tuple[str, str, str]]:
+        # The default pickling passes the formatted message as the only argument.
+        return (type(self), (self.source, self.path, self.reason))
+
+
+# --- the OCI runtime client (criolib.runtime_spec._runtime) ---------------------------
+
+__all__ += [
+    "BundleNotFound",
+    "ContainerExists",
+    "ContainerNotFound",
+    "ExitStatusUnavailable",
+    "FeaturesUnsupported",
+    "PrivilegeError",
+    "RuntimeCommandError",
+    "RuntimeNotFound",
+    "RuntimeTimeout",
+]
+
+
+class RuntimeNotFound(RuntimeSpecError):
+    """The OCI runtime binary is not installed (the message names its Debian package)."""
+
+
+class BundleNotFound(RuntimeSpecError):
+    """A bundle directory, or the config.json in it, does not exist.
+
+    Checked before the runtime runs because crun reports it only on its stderr,
+    which during ``create`` is the container's.
+    """
+
+
+class ExitStatusUnavailable(RuntimeSpecError):
+    """A container's init exited but is not this process's child, so its status is lost."""
+
+
+class RuntimeCommandError(RuntimeSpecError, ExecError):
+    """An OCI runtime command failed.
+
+    ``runtime`` (``"runc"``), ``operation`` (``"create"``), ``container_id`` (or None),
+    ``argv``, ``returncode`` (None when it never ran to an exit) and
+    ``runtime_message`` (the error lines of the runtime's log, or its stderr) say
+    what failed; the message puts them in one sentence with the known cause.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        runtime: str,
+        operation: str,
+        container_id: str | None,
+        argv: Sequence[str] = (),
+        returncode: int | None = None,
+        runtime_message: str = "",
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message, argv=argv, returncode=returncode, stderr=stderr)
+        self.runtime = runtime
+        self.operation = operation
+        self.container_id = container_id
+        self.runtime_message = runtime_message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: the default pickling would pass only the message.
+        return (_rebuild_command_error, (type(self), str(self), {
+            "runtime": self.runtime, "operation": self.operation,
+            "container_id": self.container_id, "argv": self.argv,
+            "returncode": self.returncode, "runtime_message": self.runtime_message,
+            "stderr": self.stderr}))
+
+
+def _rebuild_command_error(
+    cls: type[RuntimeCommandError], message: str, fields: dict[str, Any]
+) -> RuntimeCommandError:
+    return cls(message, **fields)
+
+
+class ContainerNotFound(RuntimeCommandError, LookupError):
+    """The runtime knows no container with that id (in its ``--root``)."""
+
+
+class ContainerExists(RuntimeCommandError):
+    """``create`` was given an id the runtime already holds."""
+
+
+class PrivilegeError(RuntimeCommandError):
+    """The runtime was refused something the config asks for, for want of a capability.
+
+    On machines without CAP_SYS_RESOURCE: a ``process.oomScoreAdj`` below the
+    caller's, or ``process.rlimits`` above the caller's hard limits. The message
+    says which and what value would work.
+    """
+
+
+class FeaturesUnsupported(RuntimeCommandError):
+    """The runtime has no ``features`` command (runtime-spec features.md)."""
+
+
+class RuntimeTimeout(RuntimeCommandError, ExecTimeout):
+    """A runtime command ran past its timeout and was killed."""

@@ -35,7 +35,9 @@ from criolib.testing._host import (
     require_root,
 )
 from criolib.testing._images import (
+    GROUP,
     MULTILAYER_FILES,
+    PASSWD,
     TestImage,
     TestImages,
     build_test_images,
@@ -50,7 +52,9 @@ from criolib.testing._tokens import TokenServer
 logging.getLogger("criolib.testing").addHandler(logging.NullHandler())
 
 __all__ = [
+    "GROUP",
     "MULTILAYER_FILES",
+    "PASSWD",
     "REQUIRE_INTEGRATION_ENV",
     "AuthKind",
     "Entry",

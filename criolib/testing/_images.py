@@ -54,7 +54,9 @@ from criolib.testing._tar import Compression, Entry, LayerBlob
 
 __all__ = [
     "BUSYBOX",
+    "GROUP",
     "MULTILAYER_FILES",
+    "PASSWD",
     "TestImage",
     "TestImages",
     "build_test_images",
@@ -71,6 +73,7 @@ _REPOSITORY_PREFIX = "testbed"
 
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
+#: The test images' /etc/passwd and /etc/group.
 PASSWD = b"""root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false

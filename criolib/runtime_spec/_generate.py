@@ -1,0 +1,337 @@
+"""Generating config.json with CRI-O's secure defaults.
+
+The counterpart of runtime-tools' ``generate`` package (runtime-spec v1.2,
+config.md and config-linux.md). A :class:`Generator` starts from the profile
+CRI-O gives a container that asks for nothing special: CRI-O's default
+capabilities, ``noNewPrivileges``, masked and read-only ``/proc`` and ``/sys``
+paths, the standard mounts, default rlimits and the RuntimeDefault seccomp
+profile. ``privileged`` opens these up the way CRI-O does for a privileged
+container. Each setter changes the document; :meth:`Generator.config` returns the
+wire form and :meth:`Generator.spec` the typed :class:`Spec`.
+
+Nothing is validated here: call :func:`validate` on the result.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import resource
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from criolib._atomic import atomic_write_bytes
+from criolib.runtime_spec import _defaults
+from criolib.runtime_spec._errors import RuntimeSpecError
+from criolib.runtime_spec._generate_linux import LinuxSetters, host_devices
+from criolib.runtime_spec._seccomp import default_seccomp_profile
+
+if TYPE_CHECKING:
+    from criolib.runtime_spec._model import Spec
+
+__all__ = ["Generator", "clamp_oom_score_adj", "clamp_rlimit"]
+
+_CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+_DEFAULT_CAP_SETS = ("bounding", "effective", "permitted")
+_DEFAULT_NAMESPACES = ("pid", "network", "ipc", "uts", "mount")
+_RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+
+
+def clamp_rlimit(kind: str, soft: int, hard: int) -> tuple[int, int]:
+    """``(soft, hard)`` lowered to what this process may grant.
+
+    Without CAP_SYS_RESOURCE no process can raise a hard limit
+    (MACHINE-NOTES.md); the runtime then fails with "setrlimit: Operation not
+    permitted", so defaults are clamped to the caller's hard limit.
+    """
+    number = _RLIMITS.get(kind)
+    if number is None:
+        return soft, hard
+    _, cur_hard = resource.getrlimit(number)
+    if cur_hard == resource.RLIM_INFINITY:
+        return soft, hard
+    hard = min(hard, cur_hard)
+    return min(soft, hard), hard
+
+
+def clamp_oom_score_adj(value: int) -> int:
+    """``value`` raised to this process's own oom_score_adj when it is lower.
+
+    Lowering oom_score_adj needs CAP_SYS_RESOURCE, which these machines lack;
+    containerd calls this ``restrict_oom_score_adj``.
+    """
+    try:
+        current = int(Path("/proc/self/oom_score_adj").read_text())
+    except (OSError, ValueError):
+        return value
+    return max(value, current)
+
+
+def _capability(name: str) -> str:
+    name = name.strip().upper()
+    return name if name.startswith("CAP_") else f"CAP_{name}"
+
+
+class Generator(LinuxSetters):
+    """Builds a config.json, starting from CRI-O's secure default profile.
+
+    ``Generator()`` is that profile; ``Generator(template=doc)`` starts from an
+    existing document (a wire-form mapping or a :class:`Spec`);
+    ``Generator(privileged=True)`` is CRI-O's privileged profile.
+    """
+
+    def __init__(
+        self,
+        *,
+        template: Mapping[str, Any] | Spec | None = None,
+        privileged: bool = False,
+    ) -> None:
+        if template is None:
+            self._doc = _default_config()
+        elif isinstance(template, Mapping):
+            self._doc = copy.deepcopy(dict(template))
+        else:
+            from criolib.runtime_spec._convert import spec_to_dict
+
+            self._doc = spec_to_dict(template)
+        if privileged:
+            self.set_privileged()
+
+    # -- the result -----------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """A copy of the document in its wire form (config.json as a dict)."""
+        return copy.deepcopy(self._doc)
+
+    def spec(self) -> Spec:
+        """The document as a typed :class:`Spec`."""
+        from criolib.runtime_spec._convert import spec_from_dict
+
+        return spec_from_dict(self._doc)
+
+    def save(self, bundle: str | os.PathLike[str]) -> Path:
+        """Write ``bundle/config.json`` atomically; returns its path."""
+        from criolib.runtime_spec._convert import dump_spec
+
+        path = Path(bundle) / "config.json"
+        try:
+            atomic_write_bytes(path, dump_spec(self.spec(), indent=2), mode=0o600)
+        except OSError as exc:
+            raise RuntimeSpecError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return path
+
+    # -- internals ------------------------------------------------------------------
+
+    def _section(self, *keys: str) -> dict[str, Any]:
+        node = self._doc
+        for key in keys:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        return node
+
+    def _list(self, *keys: str) -> list[Any]:
+        parent = self._section(*keys[:-1])
+        value = parent.get(keys[-1])
+        if not isinstance(value, list):
+            value = parent[keys[-1]] = []
+        return value
+
+    # -- root, hostname, annotations ---------------------------------------------------
+
+    def set_root(self, path: str, *, readonly: bool | None = None) -> Self:
+        root = self._section("root")
+        root["path"] = path
+        if readonly is not None:
+            root["readonly"] = readonly
+        return self
+
+    def set_root_readonly(self, readonly: bool = True) -> Self:
+        self._section("root")["readonly"] = readonly
+        return self
+
+    def set_hostname(self, hostname: str) -> Self:
+        self._doc["hostname"] = hostname
+        return self
+
+    def set_domainname(self, domainname: str) -> Self:
+        self._doc["domainname"] = domainname
+        return self
+
+    def add_annotation(self, key: str, value: str) -> Self:
+        self._section("annotations")[key] = value
+        return self
+
+    # -- process ----------------------------------------------------------------------
+
+    def set_args(self, args: Sequence[str]) -> Self:
+        self._section("process")["args"] = list(args)
+        return self
+
+    def set_cwd(self, cwd: str) -> Self:
+        self._section("process")["cwd"] = cwd
+        return self
+
+    def set_terminal(self, terminal: bool = True) -> Self:
+        self._section("process")["terminal"] = terminal
+        return self
+
+    def set_env(self, name: str, value: str) -> Self:
+        """Set ``name=value``, replacing an earlier value of ``name``."""
+        env = self._list("process", "env")
+        prefix = f"{name}="
+        env[:] = [e for e in env if not e.startswith(prefix)]
+        env.append(f"{name}={value}")
+        return self
+
+    def unset_env(self, name: str) -> Self:
+        env = self._list("process", "env")
+        env[:] = [e for e in env if e.split("=", 1)[0] != name]
+        return self
+
+    def env(self) -> dict[str, str]:
+        """The process environment as a dict (later entries win)."""
+        out: dict[str, str] = {}
+        for entry in self._doc.get("process", {}).get("env", []) or []:
+            name, _, value = entry.partition("=")
+            out[name] = value
+        return out
+
+    def set_user(
+        self, uid: int, gid: int, *, additional_gids: Iterable[int] = (), umask: int | None = None
+    ) -> Self:
+        user: dict[str, Any] = {"uid": uid, "gid": gid}
+        extra = sorted(set(additional_gids))
+        if extra:
+            user["additionalGids"] = extra
+        if umask is not None:
+            user["umask"] = umask
+        self._section("process")["user"] = user
+        return self
+
+    def set_no_new_privileges(self, value: bool = True) -> Self:
+        self._section("process")["noNewPrivileges"] = value
+        return self
+
+    def set_oom_score_adj(self, value: int, *, restrict: bool = True) -> Self:
+        """Set ``process.oomScoreAdj``; ``restrict`` raises it to what this process may set."""
+        self._section("process")["oomScoreAdj"] = clamp_oom_score_adj(value) if restrict else value
+        return self
+
+    def set_apparmor_profile(self, profile: str) -> Self:
+        self._section("process")["apparmorProfile"] = profile
+        return self
+
+    def set_selinux_label(self, label: str) -> Self:
+        self._section("process")["selinuxLabel"] = label
+        return self
+
+    # -- capabilities ---------------------------------------------------------------------
+
+    def capabilities(self, which: str = "bounding") -> list[str]:
+        caps = self._doc.get("process", {}).get("capabilities", {}) or {}
+        return list(caps.get(which, []) or [])
+
+    def set_capabilities(self, caps: Iterable[str], sets: Iterable[str] = _DEFAULT_CAP_SETS) -> Self:
+        """Make ``caps`` the whole of each capability set in ``sets``."""
+        names = sorted({_capability(c) for c in caps})
+        section = self._section("process", "capabilities")
+        for s in sets:
+            section[s] = list(names)
+        return self
+
+    def add_capability(self, cap: str, sets: Iterable[str] = _DEFAULT_CAP_SETS) -> Self:
+        """Add ``cap`` (``NET_ADMIN`` or ``CAP_NET_ADMIN``); ``ALL`` adds every one."""
+        caps = _defaults.ALL_CAPABILITIES if cap.upper() == "ALL" else (_capability(cap),)
+        for s in sets:
+            current = self._list("process", "capabilities", s)
+            current.extend(c for c in caps if c not in current)
+            current.sort()
+        return self
+
+    def drop_capability(self, cap: str, sets: Iterable[str] = _CAP_SETS) -> Self:
+        """Drop ``cap`` from every set; ``ALL`` empties them."""
+        section = self._section("process", "capabilities")
+        for s in sets:
+            if s not in section:
+                continue
+            section[s] = [] if cap.upper() == "ALL" else [
+                c for c in section[s] if c != _capability(cap)]
+        return self
+
+    # -- rlimits ------------------------------------------------------------------------
+
+    def set_rlimit(self, kind: str, hard: int, soft: int, *, clamp: bool = False) -> Self:
+        """Set an rlimit (``RLIMIT_NOFILE``); ``clamp`` lowers it to the caller's hard limit."""
+        kind = kind.upper() if kind.upper().startswith("RLIMIT_") else f"RLIMIT_{kind.upper()}"
+        if clamp:
+            soft, hard = clamp_rlimit(kind, soft, hard)
+        limits = self._list("process", "rlimits")
+        limits[:] = [r for r in limits if r.get("type") != kind]
+        limits.append({"type": kind, "hard": hard, "soft": soft})
+        return self
+
+    def remove_rlimit(self, kind: str) -> Self:
+        limits = self._list("process", "rlimits")
+        limits[:] = [r for r in limits if r.get("type") != kind]
+        return self
+
+    # -- profiles -------------------------------------------------------------------------
+
+    def set_privileged(self) -> Self:
+        """Open the container up as CRI-O does for ``privileged: true``.
+
+        Every capability, no seccomp filter, no masked or read-only paths,
+        read-write /sys and cgroup mounts, the host's devices, and every device
+        allowed in the device cgroup (cri-o server/container_create_linux.go).
+        """
+        self.set_capabilities(_defaults.ALL_CAPABILITIES)
+        self.set_seccomp(None)
+        linux = self._section("linux")
+        linux.pop("maskedPaths", None)
+        linux.pop("readonlyPaths", None)
+        for mount in self._list("mounts"):
+            if mount.get("type") in ("sysfs", "cgroup", "cgroup2"):
+                mount["options"] = [o for o in mount.get("options", []) if o != "ro"] + ["rw"]
+        linux["devices"] = host_devices()
+        self._section("linux", "resources")["devices"] = [{"allow": True, "access": "rwm"}]
+        return self
+
+    def set_default_rlimits(self) -> Self:
+        """CRI-O's default rlimits, each clamped to this process's hard limit."""
+        for kind, hard, soft in _defaults.DEFAULT_RLIMITS:
+            self.set_rlimit(kind, hard, soft, clamp=True)
+        return self
+
+
+def _default_config() -> dict[str, Any]:
+    """CRI-O's profile for a container that asks for nothing special."""
+    from criolib.runtime_spec._model import OCI_RUNTIME_SPEC_VERSION
+
+    caps = sorted(_defaults.DEFAULT_CAPABILITIES)
+    doc: dict[str, Any] = {
+        "ociVersion": OCI_RUNTIME_SPEC_VERSION,
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": [_defaults.DEFAULT_PATH_ENV, "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {s: list(caps) for s in _DEFAULT_CAP_SETS},
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": False},
+        "mounts": copy.deepcopy([dict(m) for m in _defaults.DEFAULT_MOUNTS]),
+        "linux": {
+            "namespaces": [{"type": t} for t in _DEFAULT_NAMESPACES],
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "maskedPaths": list(_defaults.MASKED_PATHS),
+            "readonlyPaths": list(_defaults.READONLY_PATHS),
+            "seccomp": default_seccomp_profile(capabilities=caps),
+        },
+    }
+    gen = Generator(template=doc)
+    gen.set_default_rlimits()
+    return gen._doc

@@ -1,0 +1,152 @@
+"""Applying an OCI image config: command, env, cwd, user from /etc/passwd, volumes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from criolib.runtime_spec import (
+    STOP_SIGNAL_ANNOTATION,
+    Generator,
+    ImageConfigError,
+    UnknownUser,
+    apply_image_config,
+    resolve_user,
+)
+from criolib.testing import GROUP, PASSWD
+
+IMAGE = {
+    "architecture": "amd64",
+    "os": "linux",
+    "config": {
+        "User": "",
+        "Env": ["PATH=/usr/bin:/bin", "GREETING=hello", "EMPTY="],
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo $GREETING"],
+        "WorkingDir": "/data",
+        "Volumes": {"/data/volume": {}, "/cache": {}},
+        "ExposedPorts": {"8080/tcp": {}},
+        "StopSignal": "SIGQUIT",
+        "Labels": {"org.example.label": "x"},
+    },
+    "rootfs": {"type": "layers", "diff_ids": []},
+}
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_bytes(PASSWD)
+    (root / "etc" / "group").write_bytes(GROUP)
+    return root
+
+
+def test_image_config_fills_the_process(rootfs: Path) -> None:
+    g = Generator()
+    settings = apply_image_config(g, IMAGE, rootfs=rootfs)
+    proc = g.config()["process"]
+    assert proc["args"] == ["/bin/sh", "-c", "echo $GREETING"]
+    env = g.env()
+    assert env["PATH"] == "/usr/bin:/bin"  # the image's PATH replaces the default
+    assert env["GREETING"] == "hello" and env["EMPTY"] == ""
+    assert env["HOME"] == "/root"
+    assert proc["cwd"] == "/data"
+    assert proc["user"] == {"uid": 0, "gid": 0}
+    annotations = g.config()["annotations"]
+    assert annotations[STOP_SIGNAL_ANNOTATION] == "SIGQUIT"
+    assert annotations["org.example.label"] == "x"
+    assert settings.stop_signal == "SIGQUIT"
+    assert settings.volumes == ("/cache", "/data/volume")
+    assert (rootfs / "data" / "volume").is_dir() and (rootfs / "cache").is_dir()
+    assert settings.exposed_ports == ("8080/tcp",)
+
+
+@pytest.mark.parametrize("command, args, expected", [
+    (None, None, ["/bin/sh", "-c", "echo $GREETING"]),
+    (None, ["date"], ["/bin/sh", "-c", "date"]),
+    (["/bin/echo"], None, ["/bin/echo"]),
+    (["/bin/echo"], ["a", "b"], ["/bin/echo", "a", "b"]),
+])
+def test_cri_command_and_args_override_entrypoint_and_cmd(
+    command: list[str] | None, args: list[str] | None, expected: list[str]
+) -> None:
+    g = Generator()
+    apply_image_config(g, IMAGE, command=command, args=args, volumes="ignore")
+    assert g.config()["process"]["args"] == expected
+
+
+def test_cri_env_and_working_dir_win() -> None:
+    g = Generator()
+    apply_image_config(g, IMAGE, env={"GREETING": "bye", "NEW": "1"}, working_dir="/tmp",
+                       volumes="ignore")
+    assert g.env()["GREETING"] == "bye" and g.env()["NEW"] == "1"
+    assert g.config()["process"]["cwd"] == "/tmp"
+    g2 = Generator()
+    apply_image_config(g2, IMAGE, env=["GREETING=list-form"], volumes="ignore")
+    assert g2.env()["GREETING"] == "list-form"
+
+
+@pytest.mark.parametrize("spec, uid, gid, extra, home", [
+    ("", 0, 0, (), "/root"),
+    ("tester", 1000, 1000, (10, 29), "/home/tester"),
+    ("1000", 1000, 1000, (10, 29), "/home/tester"),
+    ("tester:audio", 1000, 29, (), "/home/tester"),
+    ("tester:5", 1000, 5, (), "/home/tester"),
+    ("4242", 4242, 0, (), None),
+    ("4242:4243", 4242, 4243, (), None),
+    ("nobody", 65534, 65534, (), "/nonexistent"),
+])
+def test_user_resolution(rootfs: Path, spec: str, uid: int, gid: int,
+                         extra: tuple[int, ...], home: str | None) -> None:
+    user = resolve_user(spec, rootfs)
+    assert (user.uid, user.gid, user.additional_gids, user.home) == (uid, gid, extra, home)
+
+
+def test_user_applied_to_the_spec(rootfs: Path) -> None:
+    g = Generator()
+    apply_image_config(g, {"config": {**IMAGE["config"], "User": "tester"}}, rootfs=rootfs)  # type: ignore[dict-item]
+    assert g.config()["process"]["user"] == {"uid": 1000, "gid": 1000,
+                                             "additionalGids": [10, 29]}
+    assert g.env()["HOME"] == "/home/tester"
+
+
+def test_unknown_user_and_group_are_clear_errors(rootfs: Path) -> None:
+    with pytest.raises(UnknownUser, match="image user 'ghost' not found in .*/etc/passwd"):
+        resolve_user("ghost", rootfs)
+    with pytest.raises(UnknownUser, match="image group 'ghosts' not found"):
+        resolve_user("tester:ghosts", rootfs)
+    with pytest.raises(UnknownUser, match="no rootfs"):
+        resolve_user("tester", None)
+    with pytest.raises(ImageConfigError, match="out of range"):
+        resolve_user("99999999999", rootfs)
+
+
+def test_passwd_is_read_inside_the_rootfs_only(tmp_path: Path) -> None:
+    """A hostile image whose /etc is a symlink to the host's /etc reads its own tree."""
+    root = tmp_path / "hostile"
+    root.mkdir()
+    os.symlink("/etc", root / "etc")  # resolves to root/ (the rootfs's own /), not host /etc
+    (root / "passwd").write_text("evil:x:4321:4321::/evil:/bin/sh\n")
+    assert resolve_user("evil", root).uid == 4321
+    with pytest.raises(UnknownUser):
+        resolve_user("root:root", root)  # host's /etc/group is never read
+    vol_root = tmp_path / "vols"
+    (vol_root).mkdir()
+    os.symlink("/", vol_root / "escape")
+    g = Generator()
+    apply_image_config(g, {"config": {"Cmd": ["true"], "Volumes": {"/escape/criolib-x": {}}}},
+                       rootfs=vol_root)
+    assert (vol_root / "criolib-x").is_dir()
+    assert not Path("/criolib-x").exists()
+
+
+def test_no_command_is_a_clear_error() -> None:
+    with pytest.raises(ImageConfigError, match="no command"):
+        apply_image_config(Generator(), {"config": {"Env": []}})
+    with pytest.raises(ImageConfigError, match="not absolute"):
+        apply_image_config(Generator(), {"config": {"Cmd": ["x"], "WorkingDir": "rel"}})
+    with pytest.raises(ImageConfigError, match="not an object"):
+        apply_image_config(Generator(), {"config": ["nope"]})
