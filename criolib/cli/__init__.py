@@ -23,9 +23,12 @@ Register = Callable[[argparse.ArgumentParser], Handler]
 
 
 def _groups() -> dict[str, tuple[str, Register]]:
-    from criolib.cli import _testbed
+    from criolib.cli import _spec, _testbed
 
-    return {"testbed": (_testbed.HELP, _testbed.register)}
+    return {
+        "spec": (_spec.HELP, _spec.register),
+        "testbed": (_testbed.HELP, _testbed.register),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -324,7 +324,7 @@ def _unstructure_hook_for(tp: Any, conv: cattrs.Converter) -> Callable[[Any], An
         hook = None
     elif _is_tuple_of(tp):
         item = _unstructure_hook_for(typing.get_args(tp)[0], conv)
-        hook = list if item is None else functools.partial(_list_of, item)
+        hook = _as_list if item is None else functools.partial(_list_of, item)
     elif _is_mapping(tp):
         value_type = typing.get_args(tp)[1]
         item = None if value_type is Any else _unstructure_hook_for(value_type, conv)
@@ -339,8 +339,15 @@ def _unstructure_hook_for(tp: Any, conv: cattrs.Converter) -> Callable[[Any], An
     return hook
 
 
+def _as_list(value: Any) -> list[Any]:
+    # A string is iterable too: ``args="sh"`` must not be written as ["s", "h"].
+    if isinstance(value, str | bytes | Mapping):
+        raise _expected("an array", value)
+    return list(value)
+
+
 def _list_of(item: Callable[[Any], Any], value: Any) -> list[Any]:
-    return [item(v) for v in value]
+    return [item(v) for v in _as_list(value)]
 
 
 def _dict_of(item: Callable[[Any], Any], value: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ The OCI runtime spec, its generator, validation and runtime client.
     └── RuntimeSpecError
         ├── SpecFormatError (ValueError)   a document is not JSON, or a value has the wrong
         │                                  JSON type (names the document and the JSON path)
+        ├── InvalidSpec (ValueError)       validate() found errors; .problems lists them all
         ├── RuntimeNotFound                the runtime binary (runc, crun) is not installed
         ├── BundleNotFound                 a bundle directory or its config.json is missing
         ├── ExitStatusUnavailable          a container init is not our child: no exit status
@@ -25,7 +26,7 @@ The OCI runtime spec, its generator, validation and runtime client.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from criolib.errors import CriolibError, ExecError, ExecTimeout
 
@@ -157,3 +158,29 @@ class FeaturesUnsupported(RuntimeCommandError):
 
 class RuntimeTimeout(RuntimeCommandError, ExecTimeout):
     """A runtime command ran past its timeout and was killed."""
+
+
+# --- validation (criolib.runtime_spec._validate) ---------------------------------------
+
+__all__ += ["InvalidSpec"]
+
+if TYPE_CHECKING:
+    from criolib.runtime_spec._validate import Problem
+
+
+class InvalidSpec(RuntimeSpecError, ValueError):
+    """A config.json breaks the runtime spec: :func:`check` found errors.
+
+    ``problems`` holds every :class:`Problem` :func:`validate` found, warnings
+    included; the message lists them all, one per line.
+    """
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        errors = sum(p.severity == "error" for p in self.problems)
+        lines = "".join(f"\n  {p}" for p in self.problems)
+        super().__init__(f"config.json is not valid: {errors} error(s){lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickling would pass the formatted message as the problems.
+        return (type(self), (self.problems,))

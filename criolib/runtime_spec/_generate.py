@@ -30,7 +30,18 @@ from criolib.runtime_spec._seccomp import default_seccomp_profile
 if TYPE_CHECKING:
     from criolib.runtime_spec._model import Spec
 
-__all__ = ["Generator", "clamp_oom_score_adj", "clamp_rlimit"]
+__all__ = [
+    "GENERATED_OCI_VERSION",
+    "Generator",
+    "clamp_oom_score_adj",
+    "clamp_rlimit",
+    "host_capabilities",
+]
+
+#: The ociVersion generated documents carry. The model is v1.2, but crun 1.8.1
+#: (Debian 12) refuses any document newer than 1.1 ("unknown version specified")
+#: and the default profile uses nothing v1.2 added; set_oci_version() raises it.
+GENERATED_OCI_VERSION = "1.1.0"
 
 _CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 _DEFAULT_CAP_SETS = ("bounding", "effective", "permitted")
@@ -66,6 +77,24 @@ def clamp_oom_score_adj(value: int) -> int:
     except (OSError, ValueError):
         return value
     return max(value, current)
+
+
+def host_capabilities() -> tuple[str, ...]:
+    """The capabilities in this process's bounding set, by name.
+
+    What "all capabilities" can mean on this host: a runtime cannot grant one the
+    caller lacks (these machines have no CAP_SYS_RESOURCE; runc then fails with
+    "unable to apply caps"), so privileged containers get this set, as podman's
+    do.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+        mask = int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("CapBnd:")), 16)
+    except (OSError, StopIteration, ValueError):
+        return _defaults.ALL_CAPABILITIES
+    return tuple(c for c in _defaults.ALL_CAPABILITIES
+                 if mask & (1 << _defaults.CAPABILITY_BITS[c]))
 
 
 def _capability(name: str) -> str:
@@ -152,6 +181,11 @@ class Generator(LinuxSetters):
         self._section("root")["readonly"] = readonly
         return self
 
+    def set_oci_version(self, version: str) -> Self:
+        """Declare the runtime-spec version the document follows (default 1.1.0)."""
+        self._doc["ociVersion"] = version
+        return self
+
     def set_hostname(self, hostname: str) -> Self:
         self._doc["hostname"] = hostname
         return self
@@ -234,7 +268,8 @@ class Generator(LinuxSetters):
         caps = self._doc.get("process", {}).get("capabilities", {}) or {}
         return list(caps.get(which, []) or [])
 
-    def set_capabilities(self, caps: Iterable[str], sets: Iterable[str] = _DEFAULT_CAP_SETS) -> Self:
+    def set_capabilities(self, caps: Iterable[str],
+                         sets: Iterable[str] = _DEFAULT_CAP_SETS) -> Self:
         """Make ``caps`` the whole of each capability set in ``sets``."""
         names = sorted({_capability(c) for c in caps})
         section = self._section("process", "capabilities")
@@ -244,7 +279,7 @@ class Generator(LinuxSetters):
 
     def add_capability(self, cap: str, sets: Iterable[str] = _DEFAULT_CAP_SETS) -> Self:
         """Add ``cap`` (``NET_ADMIN`` or ``CAP_NET_ADMIN``); ``ALL`` adds every one."""
-        caps = _defaults.ALL_CAPABILITIES if cap.upper() == "ALL" else (_capability(cap),)
+        caps = host_capabilities() if cap.upper() == "ALL" else (_capability(cap),)
         for s in sets:
             current = self._list("process", "capabilities", s)
             current.extend(c for c in caps if c not in current)
@@ -283,11 +318,12 @@ class Generator(LinuxSetters):
     def set_privileged(self) -> Self:
         """Open the container up as CRI-O does for ``privileged: true``.
 
-        Every capability, no seccomp filter, no masked or read-only paths,
+        Every capability this host has (:func:`host_capabilities`), no seccomp
+        filter, no masked or read-only paths,
         read-write /sys and cgroup mounts, the host's devices, and every device
         allowed in the device cgroup (cri-o server/container_create_linux.go).
         """
-        self.set_capabilities(_defaults.ALL_CAPABILITIES)
+        self.set_capabilities(host_capabilities())
         self.set_seccomp(None)
         linux = self._section("linux")
         linux.pop("maskedPaths", None)
@@ -308,11 +344,9 @@ class Generator(LinuxSetters):
 
 def _default_config() -> dict[str, Any]:
     """CRI-O's profile for a container that asks for nothing special."""
-    from criolib.runtime_spec._model import OCI_RUNTIME_SPEC_VERSION
-
     caps = sorted(_defaults.DEFAULT_CAPABILITIES)
     doc: dict[str, Any] = {
-        "ociVersion": OCI_RUNTIME_SPEC_VERSION,
+        "ociVersion": GENERATED_OCI_VERSION,
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
@@ -323,7 +357,7 @@ def _default_config() -> dict[str, Any]:
             "noNewPrivileges": True,
         },
         "root": {"path": "rootfs", "readonly": False},
-        "mounts": copy.deepcopy([dict(m) for m in _defaults.DEFAULT_MOUNTS]),
+        "mounts": _defaults.default_mounts(),
         "linux": {
             "namespaces": [{"type": t} for t in _DEFAULT_NAMESPACES],
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},

@@ -20,7 +20,8 @@ _NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup", "time"
 _HOOK_STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
                 "poststop")
 #: What CRI-O leaves out when it hands a privileged container the host's /dev.
-_SKIP_HOST_DEVICES = ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/console", "/dev/ptmx")
+_SKIP_HOST_DEVICES = ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/console",  # noqa: S108
+                      "/dev/ptmx")
 
 
 def host_devices(root: str = "/dev") -> list[dict[str, Any]]:

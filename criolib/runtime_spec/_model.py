@@ -45,8 +45,12 @@ OCI_RUNTIME_SPEC_VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.1.0", "1.2.0", "1.2.1
 
 
 def _extra() -> Any:
-    """The ``extra`` field every model class ends with (a fresh dict per object)."""
-    return attrs.field(factory=dict)
+    """The ``extra`` field every model class ends with (a fresh dict per object).
+
+    Left out of the hash (but not of ``==``) so that objects without maps of their own
+    (a namespace, a mount, a hook) can go in sets.
+    """
+    return attrs.field(factory=dict, hash=False)
 
 
 @attrs.frozen(kw_only=True)

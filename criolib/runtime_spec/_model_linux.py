@@ -53,8 +53,12 @@ __all__ = [
 
 
 def _extra() -> Any:
-    """The ``extra`` field every model class ends with (a fresh dict per object)."""
-    return attrs.field(factory=dict)
+    """The ``extra`` field every model class ends with (a fresh dict per object).
+
+    Left out of the hash (but not of ``==``) so that objects without maps of their own
+    (a namespace, a mount, a hook) can go in sets.
+    """
+    return attrs.field(factory=dict, hash=False)
 
 
 # -- namespaces, id mappings, devices -------------------------------------------

@@ -18,16 +18,15 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
-import jsonschema
-import jsonschema.protocols
-import jsonschema.validators
-from referencing import Registry, Resource
+import jsonschema  # type: ignore[import-untyped]
+import jsonschema.protocols  # type: ignore[import-untyped]
+import jsonschema.validators  # type: ignore[import-untyped]
 
 from criolib.runtime_spec import _validate_host, _validate_linux, _validate_rules
 from criolib.runtime_spec._errors import InvalidSpec
@@ -38,9 +37,10 @@ __all__ = ["Problem", "Severity", "check", "validate"]
 Severity = Literal["error", "warning"]
 
 _SCHEMA_FILES = ("defs.schema.json", "config-linux.schema.json", "config.schema.json")
-_ROOT_ID = "https://criolib.invalid/runtime-spec/1.2/config.schema.json"
 #: Wider than any integer the spec allows (uint64), small enough to print.
 _HUGE_BITS = 256
+#: Deeper than anything in config.json; below it, values are not printed whole.
+_MAX_DEPTH = 32
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -79,10 +79,10 @@ def validate(
         from criolib.runtime_spec._convert import spec_to_dict
 
         try:
-            config = spec_to_dict(config)
+            config = spec_to_dict(config)  # type: ignore[arg-type]
         except Exception as exc:  # a Spec built by hand can hold anything
             return [Problem("$", f"the Spec cannot be converted to JSON: {exc}")]
-    doc = _tame_huge_ints(config)
+    doc = _tame(config)
     found: list[tuple[Loc, Severity, str]] = list(_schema_problems(doc))
     if isinstance(doc, Mapping):
         ctx = Ctx(doc)
@@ -154,13 +154,72 @@ def _validator() -> jsonschema.protocols.Validator:
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine_many(
         {"object": _is_object, "array": _is_array, "integer": _is_integer})
-    cls = jsonschema.validators.extend(base, type_checker=checker)
-    schemas = {name: _load_schema(name) for name in _SCHEMA_FILES}
-    registry: Registry[Any] = Registry().with_resources(
-        (s["$id"], Resource.from_contents(s)) for s in schemas.values())
-    validator: jsonschema.protocols.Validator = cls(
-        schemas["config.schema.json"], registry=registry)
+    cls = jsonschema.validators.extend(
+        base, validators={"items": _items}, type_checker=checker)
+    validator: jsonschema.protocols.Validator = cls(_inlined_schema())
     return validator
+
+
+def _inlined_schema() -> dict[str, Any]:
+    """config.schema.json with every ``$ref`` replaced by what it points to.
+
+    Looking a reference up costs jsonschema more than checking what it names (a
+    third of the time on a config with a seccomp profile), and criolib's schemas
+    have no recursion, so they are inlined once. This also keeps jsonschema from
+    switching to its stock validator class at each resource's ``$schema``.
+    """
+    files = {name: _load_schema(name) for name in _SCHEMA_FILES}
+
+    def inline(node: Any, base: str) -> Any:
+        if isinstance(node, list):
+            return [inline(v, base) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: inline(v, base) for k, v in node.items() if k not in _SCHEMA_ONLY}
+        ref = node.get("$ref")
+        if ref is None:
+            return out
+        name, _, pointer = ref.partition("#")
+        target: Any = files[name or base]
+        for part in pointer.split("/")[1:]:
+            target = target[part]
+        target = inline(target, name or base)
+        # Beside $ref, other keywords apply as well (draft 2020-12): allOf says so.
+        return {"allOf": [target, out]} if out else target
+
+    return dict(inline(files["config.schema.json"], "config.schema.json"))
+
+
+#: Keywords that only organise the schema files; gone once references are inlined.
+_SCHEMA_ONLY = frozenset({"$ref", "$defs", "$id", "$schema", "$comment"})
+
+
+def _items(validator: Any, items: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """``items``, with arrays of strings checked in one loop.
+
+    Descending into a subschema costs jsonschema some 15 µs; a seccomp profile has
+    hundreds of syscall names, and every other string array adds to it. The result
+    is the same errors ``type`` and ``minLength`` would give.
+    """
+    if not (isinstance(items, Mapping) and items.get("type") == "string"
+            and items.keys() <= {"type", "minLength"} and "prefixItems" not in schema):
+        yield from _ITEMS(validator, items, instance, schema)
+        return
+    if not _is_array(None, instance):
+        return
+    shortest = items.get("minLength", 0)
+    for index, item in enumerate(instance):
+        if not isinstance(item, str):
+            yield jsonschema.ValidationError(
+                "is not of type 'string'", validator="type", validator_value="string",
+                instance=item, schema=items, path=(index,), schema_path=("type",))
+        elif len(item) < shortest:
+            yield jsonschema.ValidationError(
+                "is too short", validator="minLength", validator_value=shortest,
+                instance=item, schema=items, path=(index,), schema_path=("minLength",))
+
+
+_ITEMS = jsonschema.Draft202012Validator.VALIDATORS["items"]
 
 
 def _load_schema(name: str) -> dict[str, Any]:
@@ -171,7 +230,7 @@ def _load_schema(name: str) -> dict[str, Any]:
 
 def _schema_problems(doc: object) -> Iterator[tuple[Loc, Severity, str]]:
     for error in _validator().iter_errors(doc):
-        loc: Loc = tuple(p if isinstance(p, int) else str(p) for p in error.absolute_path)
+        loc: Loc = tuple(p if isinstance(p, int | str) else show(p) for p in error.absolute_path)
         if error.validator == "required":
             # One error per missing name; the path names the missing member itself.
             present = error.instance if isinstance(error.instance, Mapping) else {}
@@ -185,24 +244,25 @@ def _schema_problems(doc: object) -> Iterator[tuple[Loc, Severity, str]]:
 def _message(error: jsonschema.ValidationError) -> str:
     kind, value, sub = error.validator, error.instance, error.schema
     expected = error.validator_value
+    text: str = error.message[:300]
     if "propertyNames" in error.relative_schema_path:
-        return f"key {show(value)} is not allowed: keys must be non-empty strings"
-    if kind == "type":
+        text = f"key {show(value)} is not allowed: keys must be non-empty strings"
+    elif kind == "type":
         names = expected if isinstance(expected, list) else [expected]
-        return f"must be {' or '.join(_article(n) for n in names)}, not {type_name(value)}"
-    if kind == "enum":
-        return f"{show(value)} is not one of: {', '.join(map(str, expected))}"
-    if kind in ("minimum", "maximum") and isinstance(sub, Mapping):
+        text = f"must be {' or '.join(_article(n) for n in names)}, not {type_name(value)}"
+    elif kind == "enum":
+        text = f"{show(value)} is not one of: {', '.join(map(str, expected))}"
+    elif kind in ("minimum", "maximum") and isinstance(sub, Mapping):
         low, high, title = sub.get("minimum"), sub.get("maximum"), sub.get("title")
-        if title and low is not None and high is not None:
-            return f"{show(value)} is out of range for {title} ({low} to {high})"
         word = "below the minimum" if kind == "minimum" else "above the maximum"
-        return f"{show(value)} is {word} {expected}"
-    if kind == "minItems":
-        return "must not be empty" if expected == 1 else f"needs at least {expected} entries"
-    if kind == "minLength":
-        return "must not be empty"
-    return error.message[:300]
+        text = (f"{show(value)} is out of range for {title} ({low} to {high})"
+                if title and low is not None and high is not None
+                else f"{show(value)} is {word} {expected}")
+    elif kind == "minItems":
+        text = "must not be empty" if expected == 1 else f"needs at least {expected} entries"
+    elif kind == "minLength":
+        text = "must not be empty"
+    return text
 
 
 def is_huge(value: object) -> bool:
@@ -229,46 +289,70 @@ class _HugeInt(int):
         return repr(self)
 
 
-def _tame_huge_ints(doc: object) -> object:
-    """``doc`` with absurdly large integers wrapped so messages can show them.
+class _DeepList(list[Any]):
+    """An array nested too deep to print; its members are kept."""
 
-    Python refuses to turn an int of more than 4300 digits into text, and
-    jsonschema's messages would try; such numbers are out of every range anyway.
-    The walk is iterative, so deeply nested junk cannot exhaust the stack.
+    def __repr__(self) -> str:
+        return "<an array nested too deep>"
+
+
+class _DeepDict(dict[Any, Any]):
+    """An object nested too deep to print; its members are kept."""
+
+    def __repr__(self) -> str:
+        return "<an object nested too deep>"
+
+
+def _tame(doc: object) -> object:
+    """``doc``, or a copy of it that every message can print.
+
+    Python refuses to turn an int of more than 4300 digits into text, and repr()
+    of a value nested a thousand deep exhausts the stack; jsonschema's messages
+    would try both. Such integers are wrapped in :class:`_HugeInt`, and containers
+    past any depth the schema reaches in ``_Deep*``. The walks are iterative, and
+    shared or cyclic members (a Mapping built in Python may have them) are copied
+    once.
     """
-    paths = list(_huge_int_paths(doc))
-    if not paths:
+    if not _is_wild(doc):
         return doc
-    if paths == [()]:
-        return _HugeInt(doc)  # type: ignore[call-overload]
-    copies: dict[int, Any] = {}
+    memo: dict[int, Any] = {}
+    work: list[tuple[Any, Any, int]] = []
 
-    def own(node: Any) -> Any:
-        if id(node) not in copies:
-            copies[id(node)] = dict(node) if isinstance(node, Mapping) else list(node)
-        return copies[id(node)]
+    def tamed(node: Any, depth: int) -> Any:
+        if is_huge(node):
+            return node if isinstance(node, _HugeInt) else _HugeInt(node)
+        if not isinstance(node, Mapping | list | tuple):
+            return node
+        if depth >= _MAX_DEPTH:
+            return _DeepDict(node) if isinstance(node, Mapping) else _DeepList(node)
+        if id(node) not in memo:
+            memo[id(node)] = {} if isinstance(node, Mapping) else []
+            work.append((node, memo[id(node)], depth))
+        return memo[id(node)]
 
-    root = own(doc)
-    for path in paths:
-        node = root
-        for key in path[:-1]:
-            node[key] = own(node[key])
-            node = node[key]
-        node[path[-1]] = _HugeInt(node[path[-1]])
+    root = tamed(doc, 0)
+    while work:
+        source, target, depth = work.pop()
+        if isinstance(source, Mapping):
+            target.update((k, tamed(v, depth + 1)) for k, v in source.items())
+        else:
+            target.extend(tamed(v, depth + 1) for v in source)
     return root
 
 
-def _huge_int_paths(doc: object) -> Iterator[tuple[Any, ...]]:
-    stack: list[tuple[tuple[Any, ...], object]] = [((), doc)]
+def _is_wild(doc: object) -> bool:
+    seen: set[int] = set()
+    stack: list[tuple[int, object]] = [(0, doc)]
     while stack:
-        path, node = stack.pop()
-        children: Iterable[tuple[Any, object]]
-        if isinstance(node, Mapping):
-            children = node.items()
-        elif isinstance(node, list | tuple):
-            children = enumerate(node)
-        else:
-            if is_huge(node) and not isinstance(node, _HugeInt):
-                yield path
-            continue
-        stack.extend(((*path, k), v) for k, v in children)
+        depth, node = stack.pop()
+        if isinstance(node, Mapping | list | tuple):
+            if id(node) in seen:
+                continue
+            if depth >= _MAX_DEPTH:
+                return True
+            seen.add(id(node))
+            members = node.values() if isinstance(node, Mapping) else node
+            stack.extend((depth + 1, v) for v in members)
+        elif is_huge(node) and not isinstance(node, _HugeInt):
+            return True
+    return False

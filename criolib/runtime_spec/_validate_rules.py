@@ -16,17 +16,22 @@ from typing import Any, Literal
 
 __all__ = [
     "CAPABILITIES",
+    "HOOK_KINDS",
     "RLIMITS",
     "Ctx",
     "Loc",
     "array",
     "check_all",
+    "check_cpu_list",
     "check_env",
     "check_id_mappings",
     "integer",
+    "items",
     "obj",
+    "pairs",
     "show",
     "string",
+    "strings",
     "type_name",
 ]
 
@@ -81,10 +86,9 @@ class Ctx:
         self.platform = next(
             (p for p in ("windows", "solaris", "zos", "freebsd") if p in doc), "linux")
         self.namespaces: dict[str, str | None] = {}
-        for entry in array(self.linux.get("namespaces")) if self.linux else ():
-            entry = obj(entry)
-            kind = string(entry.get("type")) if entry else None
-            if entry and kind and kind not in self.namespaces:
+        for _, entry in items(self.linux.get("namespaces") if self.linux else None):
+            kind = string(entry.get("type"))
+            if kind and kind not in self.namespaces:
                 self.namespaces[kind] = string(entry.get("path"))
 
     def error(self, loc: Loc, message: str) -> None:
@@ -146,6 +150,14 @@ def items(value: object) -> Iterator[tuple[int, Mapping[str, Any]]]:
             yield index, entry
 
 
+def pairs(value: object) -> Iterator[tuple[str, Any]]:
+    """``(key, value)`` of an object, for its string keys (a Mapping may hold others)."""
+    if isinstance(value, Mapping):
+        for key, member in value.items():
+            if isinstance(key, str):
+                yield key, member
+
+
 def strings(value: object) -> Iterator[tuple[int, str]]:
     for index, entry in enumerate(array(value)):
         if isinstance(entry, str):
@@ -172,10 +184,10 @@ def _version(ctx: Ctx) -> None:
     match = _SEMVER.match(version)
     if not match:
         ctx.error(("ociVersion",), f"{show(version)} is not a SemVer 2.0.0 version")
-    elif int(match[1]) != 1:
-        ctx.error(("ociVersion",), f"major version {match[1]} is not supported: "
+    elif match[1] != "1":
+        ctx.error(("ociVersion",), f"major version {show(match[1])} is not supported: "
                   "this validator implements runtime-spec 1.x")
-    elif int(match[2]) > _SPEC_MINOR:
+    elif _digits_key(match[2]) > _digits_key(str(_SPEC_MINOR)):
         ctx.warn(("ociVersion",), f"{show(version)} is newer than runtime-spec 1.{_SPEC_MINOR}, "
                  "which this validator implements; newer fields are not checked")
 
@@ -236,8 +248,14 @@ def check_cpu_list(ctx: Ctx, loc: Loc, value: str) -> None:
         return
     for part in value.split(","):
         low, _, high = part.partition("-")
-        if high and int(low) > int(high):
+        if high and _digits_key(low) > _digits_key(high):
             ctx.error(loc, f"range {part} in {show(value)} runs backwards")
+
+
+def _digits_key(digits: str) -> tuple[int, str]:
+    """A sort key for a decimal string, for any length: int() refuses 4300 digits."""
+    digits = digits.lstrip("0") or "0"
+    return len(digits), digits
 
 
 def _rlimits(ctx: Ctx, proc: Mapping[str, Any]) -> None:
@@ -281,9 +299,10 @@ def _capabilities(ctx: Ctx, caps: Mapping[str, Any] | None) -> None:
                      f"{cap} is not in both permitted and inheritable, "
                      "so the kernel will not raise it")
     for index, cap in strings(caps.get("effective")):
-        if "permitted" in caps and cap not in sets["permitted"]:
-            ctx.warn(("process", "capabilities", "effective", index),
-                     f"{cap} is not permitted, so it cannot be effective")
+        if cap not in sets["permitted"]:
+            # capset(2) refuses it: runc fails with "unable to apply caps".
+            ctx.error(("process", "capabilities", "effective", index),
+                      f"{cap} is not in permitted, so it cannot be effective")
 
 
 def _scheduler(ctx: Ctx, sched: Mapping[str, Any] | None) -> None:

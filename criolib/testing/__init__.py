@@ -1,15 +1,21 @@
 """criolib.testing: the test bed, public so users can test their own code with it.
 
 - Test images built on this machine, reproducibly, from Debian's busybox-static
-  (:func:`build_test_images`), as an OCI image layout and docker-archive tarballs.
+  (:func:`build_test_images`), as an OCI image layout and docker-archive tarballs,
+  into a directory it locks, swaps in whole and reuses while valid;
+  :func:`unpack_test_image` makes a root filesystem of one.
 - The real distribution registry on 127.0.0.1 (:class:`RegistryServer`), anonymous,
-  with basic auth, or with bearer tokens from a :class:`TokenServer`;
-  :func:`serving_test_images` starts one with the test images pushed.
+  with basic auth, or with bearer tokens from a :class:`TokenServer` (with per-user
+  ACLs and anonymous pull); :func:`serving_test_images` starts one with the test
+  images pushed.
 - pytest fixtures (``criolib_test_images``, ``criolib_registry``,
   ``criolib_registry_basic``, ``criolib_registry_token``) registered as a pytest
   plugin, and helpers that skip, or fail under ``CRIOLIB_REQUIRE_INTEGRATION=1``,
   when a real part is missing.
 
+Needs the ``testing`` extra (``pip install 'criolib[testing]'``): zstandard, bcrypt
+and cryptography; without them the calls that need one raise :class:`MissingHostPart`.
+hypothesis strategies for the auth texts live in :mod:`criolib.testing.strategies_http`.
 See docs/testing.md.
 """
 
@@ -18,12 +24,16 @@ from __future__ import annotations
 import logging
 
 from criolib.testing._bed import push_test_images, serving_test_images
+from criolib.testing._build import build_test_images
 from criolib.testing._errors import (
+    BuildDirError,
     ImageBuildError,
     MissingHostPart,
     PushError,
     RegistryStartError,
     TestbedError,
+    TestbedValueError,
+    UnknownTestImage,
 )
 from criolib.testing._host import (
     REQUIRE_INTEGRATION_ENV,
@@ -40,7 +50,6 @@ from criolib.testing._images import (
     PASSWD,
     TestImage,
     TestImages,
-    build_test_images,
     host_platform,
 )
 from criolib.testing._push import PushedImage, RegistryAuth, push_layout
@@ -57,6 +66,7 @@ __all__ = [
     "PASSWD",
     "REQUIRE_INTEGRATION_ENV",
     "AuthKind",
+    "BuildDirError",
     "Entry",
     "ImageBuildError",
     "MissingHostPart",
@@ -68,7 +78,9 @@ __all__ = [
     "TestImage",
     "TestImages",
     "TestbedError",
+    "TestbedValueError",
     "TokenServer",
+    "UnknownTestImage",
     "build_test_images",
     "find_cni_plugin_dir",
     "host_platform",

@@ -20,11 +20,13 @@ __all__ = ["push_test_images", "serving_test_images"]
 def push_test_images(
     registry: RegistryServer, images: TestImages, names: Iterable[str] | None = None
 ) -> None:
-    """Push the named test images (default: all) to ``registry`` as ``repository:tag``."""
-    wanted = set(names) if names is not None else None
-    for image in images:
-        if wanted is None or image.name in wanted:
-            push_layout(registry, images.layout, image.name, image.repository, image.tag)
+    """Push the named test images (default: all) to ``registry`` as ``repository:tag``.
+
+    An unknown name raises :class:`~criolib.testing.UnknownTestImage`.
+    """
+    chosen = list(images) if names is None else [images[n] for n in names]
+    for image in chosen:
+        push_layout(registry, images.layout, image.name, image.repository, image.tag)
 
 
 @contextmanager
@@ -37,7 +39,10 @@ def serving_test_images(
 ) -> Iterator[RegistryServer]:
     """Start a registry with ``auth``, push ``images`` into it, stop it afterwards.
 
-    ``registry_options`` go to :class:`RegistryServer` (users, token_ttl, ...).
+    ``registry_options`` go to :class:`RegistryServer`: ``users``, ``token_ttl``,
+    ``acl`` (user to the only actions the token server grants them, e.g.
+    ``{"reader": ["pull"]}``), ``anonymous_pull``, ``port``, ``workdir``...
+    The images are pushed as the first of ``users``, who must be allowed to push.
     """
     with RegistryServer(auth=auth, **registry_options) as registry:
         push_test_images(registry, images, names)

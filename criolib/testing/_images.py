@@ -21,27 +21,21 @@ same machine give the same bytes and so the same digests. The images, by name:
     hundreds of MB in many files over several layers, for benchmarks.
 
 All are written into one OCI image layout, and the single-manifest ones also as
-docker-archive tarballs.
+docker-archive tarballs. :func:`assemble` writes them; building them into a
+directory safely, and reusing a finished build, is :mod:`criolib.testing._build`'s job.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import random
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from criolib import __version__
-from criolib._atomic import atomic_write_bytes
-from criolib._exec import run
-from criolib.errors import ExecError
-from criolib.testing._errors import ImageBuildError, MissingHostPart
+from criolib.testing._errors import UnknownTestImage
 from criolib.testing._layout import (
     MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_INDEX,
@@ -53,20 +47,19 @@ from criolib.testing._layout import (
 from criolib.testing._tar import Compression, Entry, LayerBlob
 
 __all__ = [
-    "BUSYBOX",
     "GROUP",
+    "LARGE_IMAGE",
     "MULTILAYER_FILES",
     "PASSWD",
     "TestImage",
     "TestImages",
-    "build_test_images",
+    "assemble",
+    "busybox_rootfs",
     "host_platform",
 ]
 
-#: The statically linked busybox of Debian's busybox-static package.
-BUSYBOX = Path("/bin/busybox")
-#: Bump when the images' content or format changes, so cached builds are redone.
-_FORMAT = 3
+#: The name of the optional large image.
+LARGE_IMAGE = "large"
 _CREATED = "2000-01-01T00:00:00Z"
 _PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _REPOSITORY_PREFIX = "testbed"
@@ -140,10 +133,11 @@ class TestImages:
     images: Mapping[str, TestImage]
 
     def __getitem__(self, name: str) -> TestImage:
+        """The image called ``name``; :class:`UnknownTestImage` (a KeyError) if none is."""
         try:
             return self.images[name]
         except KeyError:
-            raise ImageBuildError(
+            raise UnknownTestImage(
                 f"test bed at {self.root}: no image {name!r} (built: {', '.join(self.images)})"
             ) from None
 
@@ -152,22 +146,6 @@ class TestImages:
 
 
 # -- content ---------------------------------------------------------------------------
-
-
-def _busybox_bytes() -> bytes:
-    if not BUSYBOX.is_file():
-        raise MissingHostPart(
-            f"{BUSYBOX} not found: install Debian's busybox-static (scripts/setup does)"
-        )
-    return BUSYBOX.read_bytes()
-
-
-def _applets() -> list[str]:
-    try:
-        out = run([str(BUSYBOX), "--list-full"], env={}, timeout=10, what="busybox").stdout
-    except ExecError as exc:
-        raise ImageBuildError(f"cannot list the applets of {BUSYBOX}: {exc}") from exc
-    return sorted({line.strip() for line in out.decode().splitlines() if line.strip()})
 
 
 def _with_parents(entries: Sequence[Entry]) -> list[Entry]:
@@ -415,92 +393,33 @@ def _build_large(b: _Builder, rootfs: list[Entry], host: dict[str, str], *, size
     built = [b.layer(rootfs, "gzip")]
     built += [b.layer(_large_entries(i, files // layers, size // layers, seed=7), "gzip")
               for i in range(layers)]
-    b.image("large", built, plat=host, config={"Env": [_PATH], "Cmd": ["sh"]},
+    b.image(LARGE_IMAGE, built, plat=host, config={"Env": [_PATH], "Cmd": ["sh"]},
             history=_history("busybox rootfs", *(f"large layer {i}" for i in range(layers))))
 
 
-def build_test_images(
-    root: str | Path,
+def assemble(
+    layout_root: Path,
+    archives: Path,
+    busybox: bytes,
+    applets: Sequence[str],
     *,
-    large: bool = False,
-    large_size: int = 300 << 20,
-    large_files: int = 20000,
-    large_layers: int = 4,
-) -> TestImages:
-    """Build (or reuse) the test bed's images under ``root``.
+    large: tuple[int, int, int] | None = None,
+) -> dict[str, TestImage]:
+    """Write every test image into a new OCI layout at ``layout_root``.
 
-    ``root/oci`` is an OCI image layout naming every image by its name
-    (``org.opencontainers.image.ref.name``); ``root/docker-archive/NAME.tar`` holds
-    the single-manifest images as docker-archive tarballs. A build whose inputs
-    (busybox binary, criolib version, sizes) match ``root/stamp.json`` is reused;
-    otherwise ``root`` is rebuilt from scratch.
+    ``archives`` (an existing directory) receives the docker-archive tarballs;
+    ``large`` is ``(size, files, layers)`` of the large image, ``None`` for none.
+    Returns the images by name; their archive paths point into ``archives``.
     """
-    root = Path(root)
-    busybox = _busybox_bytes()
-    key = {"format": _FORMAT, "criolib": __version__, "platform": host_platform(),
-           "busybox": hashlib.sha256(busybox).hexdigest(),
-           "large": [large_size, large_files, large_layers] if large else None}
-    stamp = root / "stamp.json"
-    cached = _load_cached(root, stamp, key)
-    if cached is not None:
-        return cached
-    if root.exists():
-        shutil.rmtree(root)
-    (root / "docker-archive").mkdir(parents=True)
-    layout = OCILayoutWriter(root / "oci")
-    b = _Builder(layout, root / "docker-archive")
+    layout = OCILayoutWriter(layout_root)
+    b = _Builder(layout, archives)
     host = host_platform()
-    rootfs = busybox_rootfs(busybox, _applets())
+    rootfs = busybox_rootfs(busybox, applets)
     _build_busybox(b, rootfs, host)
     _build_multilayer(b, rootfs, host)
     _build_multiarch(b, rootfs, host)
-    if large:
-        _build_large(b, rootfs, host, size=large_size, files=large_files, layers=large_layers)
+    if large is not None:
+        size, files, layers = large
+        _build_large(b, rootfs, host, size=size, files=files, layers=layers)
     layout.finish()
-    images = TestImages(root=root, layout=layout.root, images=dict(b.images))
-    atomic_write_bytes(stamp, json.dumps({"key": key, "images": _dump(images)}).encode(),
-                       durable=False)
-    return images
-
-
-_CONVERTER_FIELDS = ("name", "repository", "tag", "config_digest", "diff_ids", "platform")
-
-
-def _dump(images: TestImages) -> list[dict[str, Any]]:
-    def one(img: TestImage) -> dict[str, Any]:
-        doc = {f: getattr(img, f) for f in _CONVERTER_FIELDS}
-        doc["descriptor"] = img.descriptor.to_json()
-        doc["layers"] = [d.to_json() for d in img.layers]
-        doc["instances"] = [one(i) for i in img.instances]
-        doc["archive"] = img.archive.name if img.archive else None
-        return doc
-
-    return [one(i) for i in images]
-
-
-def _load_cached(root: Path, stamp: Path, key: Mapping[str, Any]) -> TestImages | None:
-    try:
-        doc = json.loads(stamp.read_bytes())
-    except (OSError, ValueError):
-        return None
-    if doc.get("key") != json.loads(json.dumps(key)):
-        return None
-
-    def desc(d: Mapping[str, Any]) -> Descriptor:
-        return Descriptor(d["mediaType"], d["digest"], d["size"], d.get("platform"),
-                          d.get("annotations"))
-
-    def one(d: Mapping[str, Any]) -> TestImage:
-        return TestImage(
-            name=d["name"], repository=d["repository"], tag=d["tag"],
-            descriptor=desc(d["descriptor"]), config_digest=d["config_digest"],
-            diff_ids=tuple(d["diff_ids"]), layers=tuple(desc(x) for x in d["layers"]),
-            platform=d["platform"], instances=tuple(one(i) for i in d["instances"]),
-            archive=root / "docker-archive" / d["archive"] if d["archive"] else None,
-        )
-
-    images = {d["name"]: one(d) for d in doc["images"]}
-    if not all((root / "oci" / "blobs" / "sha256" / i.digest[7:]).is_file()
-               for i in images.values()):
-        return None
-    return TestImages(root=root, layout=root / "oci", images=images)
+    return dict(b.images)

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -25,13 +26,22 @@ import attrs
 
 from criolib._atomic import atomic_write_bytes
 from criolib.testing._errors import ImageBuildError
-from criolib.testing._tar import EPOCH, Compression, Entry, LayerBlob, write_layer
+from criolib.testing._tar import (
+    EPOCH,
+    Compression,
+    Entry,
+    LayerBlob,
+    import_zstandard,
+    write_layer,
+)
 
 __all__ = [
     "REF_NAME_ANNOTATION",
     "Descriptor",
     "OCILayoutWriter",
     "canonical_json",
+    "is_sha256_digest",
+    "open_uncompressed",
     "write_docker_archive",
 ]
 
@@ -41,6 +51,14 @@ MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_TYPE_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 _CHUNK = 1 << 20
+# image-spec descriptor.md "Digests", narrowed to what criolib accepts (STYLE.md):
+# sha256 and exactly 64 lowercase hex digits. It also keeps a blob path inside blobs/.
+_SHA256_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def is_sha256_digest(value: object) -> bool:
+    """True for ``sha256:`` and 64 lowercase hex digits, the only digests criolib takes."""
+    return isinstance(value, str) and _SHA256_DIGEST_RE.fullmatch(value) is not None
 
 
 def canonical_json(doc: Any) -> bytes:
@@ -86,10 +104,13 @@ class OCILayoutWriter:
         atomic_write_bytes(root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', durable=False)
 
     def blob_path(self, digest: str) -> Path:
-        algo, _, hexdigest = digest.partition(":")
-        if algo != "sha256" or len(hexdigest) != 64:
-            raise ImageBuildError(f"OCI layout {self.root}: unsupported digest {digest!r}")
-        return self.blobs / hexdigest
+        """``blobs/sha256/<hex>``; anything but a sha256 digest is refused."""
+        if not is_sha256_digest(digest):
+            raise ImageBuildError(
+                f"OCI layout {self.root}: unsupported digest {digest!r} "
+                "(want sha256: and 64 lowercase hex digits)"
+            )
+        return self.blobs / digest[len("sha256:"):]
 
     def add_bytes(self, data: bytes, media_type: str) -> Descriptor:
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
@@ -131,12 +152,12 @@ class OCILayoutWriter:
         atomic_write_bytes(self.root / "index.json", canonical_json(index), durable=False)
 
 
-def _open_uncompressed(path: Path, media_type: str) -> IO[bytes]:
+def open_uncompressed(path: Path, media_type: str) -> IO[bytes]:
+    """Open layer blob ``path`` and decompress by its media type (image-spec layer.md)."""
     if media_type.endswith("+gzip"):
         return cast(IO[bytes], gzip.open(path, "rb"))
     if media_type.endswith("+zstd"):
-        import zstandard
-
+        zstandard = import_zstandard()
         reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(path.open("rb"))
         return reader
     return path.open("rb")
@@ -177,13 +198,15 @@ def write_docker_archive(
                     continue
                 seen.add(name)
                 _add(tar, Entry.directory(name.partition("/")[0]))
-                with _open_uncompressed(layout.blob_path(layer["digest"]),
+                with open_uncompressed(layout.blob_path(layer["digest"]),
                                         layer["mediaType"]) as src:
                     _add(tar, Entry(name, size=size), src)
             config = layout.blob_path(doc["config"]["digest"]).read_bytes()
             _add(tar, Entry(f"{config_hex}.json", data=config))
             _add(tar, Entry("manifest.json", data=canonical_json(archive_manifest)))
             _add(tar, Entry("repositories", data=canonical_json(repositories)))
+        # mkstemp makes 0600; the archive is for every user's tools, like the blobs.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

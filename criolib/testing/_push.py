@@ -20,14 +20,15 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
 
-from criolib.testing._errors import PushError
+from criolib.testing._errors import PushError, TestbedValueError
+from criolib.testing._layout import is_sha256_digest
 
 if TYPE_CHECKING:
     from criolib.testing._registry import RegistryServer
@@ -44,21 +45,31 @@ INDEX_MEDIA_TYPES = frozenset(
     }
 )
 _CHUNK = 1 << 20
-# image-spec descriptor.md "Digests": algorithm ":" encoded; also keeps blob paths inside.
-_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-# RFC 7235 auth-param: token "=" ( token / quoted-string ).
-_AUTH_PARAM_RE = re.compile(r'([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
+# RFC 7235 §2.1 auth-param: token BWS "=" BWS ( token / quoted-string ), where a token
+# is RFC 9110 tchars and a quoted-string may hold backslash-escaped characters.
+_AUTH_PARAM_RE = re.compile(
+    r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*=[ \t]*(?:\"((?:[^\"\\]|\\.)*)\"|([^,\s]*))", re.DOTALL
+)
+# RFC 6838 §4.2 type "/" subtype, which image-spec descriptor.md asks mediaType to be;
+# it also keeps the Content-Type header of a manifest PUT sendable.
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE_RE = re.compile(f"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
 _TOKEN_REQUEST = "criolib.testing.token_request"  # noqa: S105 (an extension key)
 _REPO_PATH_RE = re.compile(r"^/v2/(.+?)/(?:blobs|manifests|tags|referrers)(?:/|$)")
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """Split a ``WWW-Authenticate`` value into its scheme and auth-params (RFC 7235 §4.1)."""
+    """Split a ``WWW-Authenticate`` value into its scheme and auth-params (RFC 7235 §4.1).
+
+    Names are lower-cased; quoted values unescaped. Never raises: text that is no
+    auth-param is skipped.
+    """
     scheme, _, rest = header.strip().partition(" ")
     params = {}
-    for key, raw in _AUTH_PARAM_RE.findall(rest):
-        quoted = raw.startswith('"')
-        params[key.lower()] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if quoted else raw
+    for match in _AUTH_PARAM_RE.finditer(rest):
+        key, quoted, token = match.groups()
+        value = token if quoted is None else re.sub(r"\\(.)", r"\1", quoted, flags=re.DOTALL)
+        params[key.lower()] = value
     return scheme.lower(), params
 
 
@@ -86,7 +97,15 @@ class RegistryAuth(httpx.Auth):
 
     def __init__(self, username: str | None = None, password: str | None = None) -> None:
         if (username is None) != (password is None):
-            raise ValueError("give both username and password, or neither")
+            raise TestbedValueError("registry auth: give both username and password, or neither")
+        for what, value in (("username", username), ("password", password)):
+            if value is not None and not isinstance(value, str):
+                raise TestbedValueError(
+                    f"registry auth: {what} must be a str, not {type(value).__name__}"
+                )
+        if username is not None and ":" in username:
+            # RFC 7617 §2: the user-id of Basic credentials cannot contain a colon.
+            raise TestbedValueError(f"registry auth: user name {username!r} contains ':'")
         self._basic = (
             "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
             if username is not None
@@ -232,26 +251,64 @@ class PushedImage:
     manifests: int  # pushed manifests, children of an index included
 
 
+def _check_descriptor(desc: Any, where: str) -> dict[str, Any]:
+    """image-spec descriptor.md: an object with a sha256 ``digest`` and an int ``size``."""
+    if not isinstance(desc, dict):
+        raise PushError(f"{where}: descriptor is a JSON {_json_type(desc)}, not an object")
+    digest, size = desc.get("digest"), desc.get("size")
+    if not is_sha256_digest(digest):
+        raise PushError(
+            f"{where}: descriptor digest {digest!r} is not sha256: and 64 lowercase hex digits"
+        )
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise PushError(f"{where}: descriptor {digest} has size {size!r}, not an int >= 0")
+    for key, kind in (("mediaType", str), ("annotations", dict), ("urls", list)):
+        if key in desc and not isinstance(desc[key], kind):
+            raise PushError(f"{where}: descriptor {digest} has a {key} of the wrong type")
+    _check_media_type(desc.get("mediaType"), f"{where}: descriptor {digest}")
+    return desc
+
+
+def _check_media_type(value: Any, where: str) -> None:
+    """``None`` (absent) or an RFC 6838 media type."""
+    if value is not None and not (isinstance(value, str) and _MEDIA_TYPE_RE.fullmatch(value)):
+        raise PushError(f"{where}: mediaType {value!r} is not a media type (type/subtype)")
+
+
+def _descriptors(doc: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    """The list of descriptors under ``key`` (absent: none)."""
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise PushError(f"{where}: {key!r} is a JSON {_json_type(value)}, not an array")
+    return [_check_descriptor(d, f"{where}, {key}[{i}]") for i, d in enumerate(value)]
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
 def _find_ref(layout: Path, ref_name: str) -> dict[str, Any]:
     """image-layout.md "index.json file": the one descriptor named ``ref_name``."""
+    where = f"{layout / 'index.json'}"
     if not (layout / "oci-layout").is_file():
         raise PushError(f"{layout}: not an OCI image layout (no oci-layout file)")
     try:
         index = json.loads((layout / "index.json").read_bytes())
-        manifests = list(index["manifests"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PushError(f"{layout / 'index.json'}: cannot read the image index: {exc}") from exc
-    named = [
-        m for m in manifests if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION) == ref_name
-    ]
+    except (OSError, ValueError) as exc:
+        raise PushError(f"{where}: cannot read the image index: {exc}") from exc
+    if not isinstance(index, dict):
+        raise PushError(f"{where}: the image index is a JSON {_json_type(index)}, not an object")
+    manifests = _descriptors(index, "manifests", where)
+
+    def name_of(m: dict[str, Any]) -> Any:
+        return (m.get("annotations") or {}).get(REF_NAME_ANNOTATION)
+
+    named = [m for m in manifests if name_of(m) == ref_name]
     if len(named) != 1:
-        names = sorted(
-            {str((m.get("annotations") or {}).get(REF_NAME_ANNOTATION)) for m in manifests}
-        )
+        names = sorted({str(name_of(m)) for m in manifests})
         how = "no" if not named else f"{len(named)}"
-        raise PushError(
-            f"{layout / 'index.json'}: {how} manifests named {ref_name!r}; names: {names}"
-        )
+        raise PushError(f"{where}: {how} manifests named {ref_name!r}; names: {names}")
     return dict(named[0])
 
 
@@ -272,10 +329,9 @@ class _Pusher:
         return err
 
     def blob_path(self, digest: str) -> Path:
-        if not _DIGEST_RE.match(digest):
-            raise self.fail(f"blob {digest!r}", "not a valid digest")
-        alg, _, encoded = digest.partition(":")
-        return self.layout / "blobs" / alg / encoded
+        if not is_sha256_digest(digest):  # also keeps the path inside blobs/sha256
+            raise self.fail(f"blob {digest!r}", "not sha256: and 64 lowercase hex digits")
+        return self.layout / "blobs" / "sha256" / digest[len("sha256:"):]
 
     def request(self, what: str, req: httpx.Request, ok: tuple[int, ...]) -> httpx.Response:
         try:
@@ -287,7 +343,7 @@ class _Pusher:
         return resp
 
     def push_blob(self, desc: dict[str, Any]) -> None:
-        digest, size = desc["digest"], int(desc["size"])
+        digest, size = desc["digest"], desc["size"]  # checked by _check_descriptor
         if digest in self._done:
             return
         path = self.blob_path(digest)
@@ -324,7 +380,7 @@ class _Pusher:
         self._done.add(digest)
 
     def push_manifest(self, desc: dict[str, Any], tag: str | None) -> tuple[str, str]:
-        digest = desc["digest"]
+        digest = desc["digest"]  # checked by _check_descriptor
         media_type = desc.get("mediaType") or ""
         if tag is None and digest in self._done:
             return digest, media_type
@@ -335,17 +391,23 @@ class _Pusher:
         except (OSError, ValueError) as exc:
             raise self.fail(f"manifest {digest}", f"cannot read {path}: {exc}", exc) from exc
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if digest.startswith("sha256:") and actual != digest:
+        if actual != digest:
             raise self.fail(f"manifest {digest}", f"{path} hashes to {actual}")
-        media_type = media_type or doc.get("mediaType") or ""
+        where = f"push {self.reference}: manifest {path}"
+        if not isinstance(doc, dict):
+            raise PushError(f"{where}: a JSON {_json_type(doc)}, not an object")
+        doc_type = doc.get("mediaType")
+        _check_media_type(doc_type, where)
+        media_type = media_type or doc_type or ""
         if media_type in INDEX_MEDIA_TYPES or "manifests" in doc:
             # The registry checks an index's children exist: push them first, by digest.
-            for child in doc.get("manifests", []):
+            for child in _descriptors(doc, "manifests", where):
                 self.push_manifest(child, None)
         else:
-            for blob in [doc.get("config"), *doc.get("layers", [])]:
-                if blob:
-                    self.push_blob(blob)
+            if doc.get("config") is not None:
+                self.push_blob(_check_descriptor(doc["config"], f"{where}, config"))
+            for blob in _descriptors(doc, "layers", where):
+                self.push_blob(blob)
         if not media_type:
             raise self.fail(f"manifest {digest}", "no mediaType in descriptor or document")
         ref = tag or digest
@@ -394,7 +456,9 @@ def push_layout(
     image-spec v1.1 image-layout.md in, distribution docs/spec/api.md "Pushing An
     Image" out. An index is pushed after each child manifest (by digest) and its
     blobs. ``credentials`` default to the registry's first user; failures raise
-    :class:`PushError` naming ``repository:tag`` and the registry's error code.
+    :class:`PushError` naming ``repository:tag`` and the registry's error code, and
+    so does a malformed layout (naming the file and what is wrong with it).
+    Digests must be sha256 with 64 lowercase hex digits.
     """
     layout = Path(layout)
     reference = f"{registry.host}/{repository}:{tag}"

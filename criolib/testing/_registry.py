@@ -8,30 +8,41 @@ docs/spec/api.md "API Version Check": 200, or 401 when auth is on).
 Three auth set-ups: ``"none"``; ``"basic"`` (``auth.htpasswd`` with bcrypt hashes,
 the only kind the registry accepts); ``"token"`` (``auth.token`` pointing at a
 :class:`~criolib.testing.TokenServer` started alongside).
+
+The free port is probed, then bound by the registry: another process may take it
+in between. The config's ``http.headers`` makes the registry send a per-start nonce
+(``X-Criolib-Registry``) that readiness checks for, so a foreign server on the port
+is never taken for ours; a start that loses the port race is retried on a new one.
+The registry is spawned with a parent-death signal: it dies with the test process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import secrets
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
 
-from criolib.testing._errors import MissingHostPart, RegistryStartError, TestbedError
+from criolib._exec import spawn, stop
+from criolib.errors import ExecError
+from criolib.testing._errors import (
+    MissingHostPart,
+    RegistryStartError,
+    TestbedError,
+    TestbedValueError,
+    missing_python_package,
+)
 from criolib.testing._push import RegistryAuth
 from criolib.testing._tokens import TokenServer
 
@@ -47,36 +58,31 @@ _LOG_TAIL = 3000
 _STOP_GRACE = 5.0
 # bcrypt's cost 4 is its minimum; 5 keeps a test's many Basic checks fast.
 _BCRYPT_COST = 5
+#: The response header carrying the per-start nonce (docs/configuration.md http.headers).
+NONCE_HEADER = "X-Criolib-Registry"
+#: Starts on a free port that another process took first are retried this often.
+_PORT_ATTEMPTS = 3
+_ADDRESS_IN_USE = "address already in use"
 
 
 def _free_port() -> int:
-    # The registry binds the port itself, so this has a small race; a clash shows
-    # up as a RegistryStartError naming "address already in use".
+    # The registry binds the port itself, so another process may take it first;
+    # start() then retries on a new port.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Block on a pidfd until ``proc`` exits or ``timeout`` passes; reap it if it did.
-
-    MACHINE-NOTES.md: ``Popen.wait(timeout)`` sleep-polls; a pidfd does not.
-    """
-    if proc.returncode is not None:
-        return True
+def htpasswd_lines(users: Mapping[str, str]) -> str:
+    """An htpasswd file with bcrypt hashes, the only kind distribution's registry accepts."""
     try:
-        pidfd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        proc.wait()
-        return True
-    try:
-        ready, _, _ = select.select([pidfd], [], [], timeout)
-    finally:
-        os.close(pidfd)
-    if ready:
-        proc.wait()
-        return True
-    return False
+        import bcrypt
+    except ImportError as exc:
+        raise missing_python_package("bcrypt", "the registry's htpasswd file", exc) from exc
+    return "".join(
+        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(_BCRYPT_COST)).decode()}\n"
+        for user, pw in users.items()
+    )
 
 
 class RegistryServer:
@@ -86,8 +92,10 @@ class RegistryServer:
     docs/spec/auth/token.md for ``"token"``. ``users`` maps user names to passwords
     (used by ``"basic"`` and ``"token"``); ``workdir`` holds config, storage and
     ``registry.log`` and is removed on :meth:`stop` only when this object made it.
-    ``port`` pins the port (default: a free one). ``token_ttl`` and
-    ``anonymous_pull`` configure the token server.
+    ``port`` pins the port (default: a free one). ``token_ttl``, ``acl`` and
+    ``anonymous_pull`` configure the token server (see :class:`TokenServer`:
+    ``acl`` maps a user to the only actions, such as ``["pull"]``, they may be
+    granted). Bad arguments raise :class:`TestbedValueError` (a ValueError).
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -101,13 +109,25 @@ class RegistryServer:
         workdir: Path | None = None,
         port: int | None = None,
         token_ttl: int = 10,
+        acl: Mapping[str, Collection[str]] | None = None,
         anonymous_pull: bool = False,
         startup_timeout: float = 15.0,
     ) -> None:
         if auth not in ("none", "basic", "token"):
-            raise ValueError(f"registry auth must be 'none', 'basic' or 'token', not {auth!r}")
+            raise TestbedValueError(
+                f"registry auth must be 'none', 'basic' or 'token', not {auth!r}"
+            )
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                                 or not 1 <= port <= 65535):
+            raise TestbedValueError(f"registry port must be 1..65535, not {port!r}")
+        if isinstance(token_ttl, bool) or not isinstance(token_ttl, int) or token_ttl < 1:
+            raise TestbedValueError(f"token ttl must be an int >= 1 second, not {token_ttl!r}")
         self._auth: AuthKind = auth
         self._users = dict(users if users is not None else DEFAULT_USERS)
+        if not all(isinstance(u, str) and isinstance(p, str) and ":" not in u
+                   for u, p in self._users.items()):
+            raise TestbedValueError("registry users must map str names (no ':') to str passwords")
+        self._acl = acl
         self._binary = binary
         self._given_workdir = workdir
         self._workdir: Path | None = None
@@ -118,6 +138,7 @@ class RegistryServer:
         self._startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._token_server: TokenServer | None = None
+        self._nonce = ""
 
     # -- properties --------------------------------------------------------
 
@@ -151,6 +172,11 @@ class RegistryServer:
         return f"http://{self.host}"
 
     @property
+    def pid(self) -> int | None:
+        """The registry process's id, ``None`` when it is not running."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def token_server(self) -> TokenServer | None:
         """The token server behind ``"token"`` auth, else ``None``."""
         return self._token_server
@@ -182,12 +208,13 @@ class RegistryServer:
         """An ``httpx.Client`` for this registry that answers its auth challenges.
 
         It logs in as ``credentials`` when given, else as the first user;
-        ``authenticated=False`` makes it anonymous.
+        ``authenticated=False`` makes it anonymous: it still fetches (anonymous)
+        tokens, as docker does, so ``anonymous_pull`` registries let it pull.
         """
         creds = credentials or (self.credentials if authenticated else None)
         return httpx.Client(
             base_url=self.url,
-            auth=RegistryAuth(*creds) if creds else None,
+            auth=RegistryAuth(*creds) if creds else RegistryAuth(),
             timeout=timeout,
             # A proxy from the environment must never see loopback test traffic.
             trust_env=False,
@@ -205,36 +232,45 @@ class RegistryServer:
                 f"registry: program {self._binary!r} not found on PATH; install the Debian "
                 f"package {_DEBIAN_PACKAGE} (apt-get install {_DEBIAN_PACKAGE}) or pass binary="
             )
-        if self._given_workdir is not None:
-            self._given_workdir.mkdir(parents=True, exist_ok=True)
-            self._workdir = self._given_workdir
-        else:
-            self._workdir = Path(tempfile.mkdtemp(prefix="criolib-registry-"))
-        self._port = self._given_port if self._given_port is not None else _free_port()
         try:
-            self._write_config()
-            self._spawn(binary)
-            self._wait_ready()
+            if self._given_workdir is not None:
+                self._given_workdir.mkdir(parents=True, exist_ok=True)
+                self._workdir = self._given_workdir
+            else:
+                self._workdir = Path(tempfile.mkdtemp(prefix="criolib-registry-"))
+        except OSError as exc:
+            raise RegistryStartError(f"registry: cannot make its work directory: {exc}") from exc
+        attempts = 1 if self._given_port is not None else _PORT_ATTEMPTS
+        try:
+            for attempt in range(1, attempts + 1):
+                self._port = self._given_port if self._given_port is not None else _free_port()
+                try:
+                    self._write_config()
+                    self._spawn(binary)
+                    self._wait_ready()
+                    break
+                except RegistryStartError as exc:
+                    if attempt == attempts or _ADDRESS_IN_USE not in str(exc):
+                        raise
+                    log.debug("registry: port %d was taken, retrying on another", self._port)
+                    self._stop_processes()
         except BaseException:
             self.stop()
             raise
         log.debug("registry %s ready (auth %s)", self.host, self._auth)
         return self
 
-    def stop(self) -> None:
-        """Terminate the registry (SIGTERM, then SIGKILL), reap it, clean up."""
+    def _stop_processes(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                if _wait_exit(proc, _STOP_GRACE):
-                    break
-            else:
-                log.warning("registry %s: pid %d survived SIGKILL", self.host, proc.pid)
+        if proc is not None and not stop(proc, grace=_STOP_GRACE):
+            log.warning("registry %s: pid %d survived SIGKILL", self.host, proc.pid)
         if self._token_server is not None:
             self._token_server.stop()
             self._token_server = None
+
+    def stop(self) -> None:
+        """Terminate the registry (SIGTERM, then SIGKILL), reap it, clean up."""
+        self._stop_processes()
         if self._workdir is not None and self._given_workdir is None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         self._workdir = None
@@ -255,6 +291,7 @@ class RegistryServer:
     def _write_config(self) -> None:
         """docs/configuration.md, with only what a loopback test registry needs."""
         workdir = self.workdir
+        self._nonce = secrets.token_hex(16)
         config: dict[str, Any] = {
             "version": "0.1",
             "log": {"level": "warn", "accesslog": {"disabled": True}},
@@ -264,23 +301,23 @@ class RegistryServer:
                 # The purger would delete uploads of a paused test; it runs at startup too.
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
-            # A fixed secret avoids the registry's "No HTTP secret provided" warning.
-            "http": {"addr": self.host, "secret": secrets.token_hex(16)},
+            "http": {
+                "addr": self.host,
+                # A fixed secret avoids the registry's "No HTTP secret provided" warning.
+                "secret": secrets.token_hex(16),
+                # Sent on every answer, 401s included: proves it is this registry answering.
+                "headers": {NONCE_HEADER: [self._nonce]},
+            },
         }
         if self._auth == "basic":
-            import bcrypt
-
-            lines = [
-                f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(_BCRYPT_COST)).decode()}\n"
-                for user, pw in self._users.items()
-            ]
             htpasswd = workdir / "htpasswd"
-            htpasswd.write_text("".join(lines))
+            htpasswd.write_text(htpasswd_lines(self._users))
             config["auth"] = {"htpasswd": {"realm": "criolib-testbed", "path": str(htpasswd)}}
         elif self._auth == "token":
             tokens = TokenServer(
                 users=self._users,
                 ttl=self._token_ttl,
+                acl=self._acl,
                 anonymous_pull=self._anonymous_pull,
                 cert_path=workdir / "token-root.pem",
             )
@@ -300,21 +337,14 @@ class RegistryServer:
         # REGISTRY_* variables override the config file; keep the test's config exact.
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         argv = [binary, "serve", str(self.config_path)]
-        with self.log_path.open("ab") as logf:
+        with self.log_path.open("wb") as logf:  # each attempt's log starts afresh
             try:
-                self._proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=self.workdir,
-                    start_new_session=True,
+                self._proc = spawn(
+                    argv, env=env, cwd=self.workdir, stdout=logf, stderr=subprocess.STDOUT,
+                    what=f"registry {self.host}",
                 )
-            except OSError as exc:
-                raise RegistryStartError(
-                    f"registry {self.host}: cannot run {binary}: {exc.strerror or exc}"
-                ) from exc
+            except ExecError as exc:
+                raise RegistryStartError(str(exc)) from exc
 
     def _wait_ready(self) -> None:
         """Poll ``GET /v2/`` until it answers 200 or 401, the process dies, or time is up."""
@@ -330,9 +360,13 @@ class RegistryServer:
                     )
                 try:
                     resp = http.get(f"{self.url}/v2/")
-                    if resp.status_code in (200, 401):
+                    if resp.headers.get(NONCE_HEADER) != self._nonce:
+                        last = f"GET /v2/ answered {resp.status_code} without our {NONCE_HEADER}"
+                        last += " (another server holds the port?)"
+                    elif resp.status_code in (200, 401):
                         return
-                    last = f"GET /v2/ answered {resp.status_code}"
+                    else:
+                        last = f"GET /v2/ answered {resp.status_code}"
                 except httpx.TransportError as exc:
                     last = f"GET /v2/ failed: {exc}"
                 if time.monotonic() > deadline:

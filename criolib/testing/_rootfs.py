@@ -9,27 +9,17 @@ criolib.storage's job.
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import tarfile
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 from criolib.testing._errors import ImageBuildError
 from criolib.testing._images import TestImages, host_platform
+from criolib.testing._layout import open_uncompressed
 
 __all__ = ["unpack_test_image"]
-
-
-def _open_layer(path: Path, media_type: str) -> IO[bytes]:
-    if media_type.endswith("+gzip"):
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    if media_type.endswith("+zstd"):
-        import zstandard
-
-        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(path.open("rb")))
-    return path.open("rb")
 
 
 def _remove(path: Path) -> None:
@@ -37,6 +27,16 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _trusted() -> dict[str, Any]:
+    """``filter="fully_trusted"`` where tarfile knows extraction filters, else nothing.
+
+    PEP 706 filters arrived in 3.11.4; Debian 12 ships 3.11.2, whose ``extract()``
+    takes no ``filter``. Without one, tarfile extracts as "fully_trusted" does, which
+    is what the test bed's own images need.
+    """
+    return {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
 
 
 def _apply(tar: tarfile.TarFile, dest: Path) -> None:
@@ -53,7 +53,7 @@ def _apply(tar: tarfile.TarFile, dest: Path) -> None:
             target = dest / name
             if (target.exists() or target.is_symlink()) and not (m.isdir() and target.is_dir()):
                 _remove(target)
-            tar.extract(m, dest, filter="fully_trusted")
+            tar.extract(m, dest, **_trusted())
 
 
 def unpack_test_image(images: TestImages, name: str, dest: str | Path) -> Path:
@@ -77,7 +77,7 @@ def unpack_test_image(images: TestImages, name: str, dest: str | Path) -> Path:
     manifest: dict[str, Any] = json.loads((blobs / image.digest.partition(":")[2]).read_bytes())
     for layer in manifest["layers"]:
         path = blobs / layer["digest"].partition(":")[2]
-        with _open_layer(path, layer["mediaType"]) as f, tarfile.open(fileobj=f,
+        with open_uncompressed(path, layer["mediaType"]) as f, tarfile.open(fileobj=f,
                                                                        mode="r|") as tar:
             _apply(tar, dest)
     return dest

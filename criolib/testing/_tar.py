@@ -17,9 +17,11 @@ import hashlib
 import io
 import tarfile
 from collections.abc import Iterable, Iterator
-from typing import IO, Literal, cast
+from typing import IO, Any, Literal, cast
 
 import attrs
+
+from criolib.testing._errors import TestbedValueError, missing_python_package
 
 __all__ = [
     "EPOCH",
@@ -27,6 +29,7 @@ __all__ = [
     "Entry",
     "LayerBlob",
     "compress_stream",
+    "import_zstandard",
     "media_type_for",
     "write_layer",
 ]
@@ -57,7 +60,12 @@ _CHUNK = 1 << 20
 
 def media_type_for(compression: Compression) -> str:
     """The OCI layer media type for ``compression``."""
-    return _MEDIA_TYPES[compression]
+    try:
+        return _MEDIA_TYPES[compression]
+    except KeyError:
+        raise TestbedValueError(
+            f"layer compression must be one of {', '.join(_MEDIA_TYPES)}, not {compression!r}"
+        ) from None
 
 
 @attrs.frozen
@@ -68,7 +76,8 @@ class Entry:
     file, dir, symlink, hardlink, fifo, char, block. ``link`` is the target of a
     symlink (as stored) or of a hard link (a path earlier in the same layer).
     ``data`` is the content of a file, or an iterable of chunks with ``size`` set,
-    so large files stream.
+    so large files stream. A bad ``kind``, text ``data`` or streamed data without
+    ``size`` raise :class:`~criolib.testing.TestbedValueError` at once.
     """
 
     path: str
@@ -82,6 +91,20 @@ class Entry:
     xattrs: tuple[tuple[str, str], ...] = ()
     devmajor: int = 0
     devminor: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise TestbedValueError(
+                f"layer entry {self.path!r}: kind {self.kind!r} is not one of {', '.join(_KINDS)}"
+            )
+        if isinstance(self.data, str):  # type: ignore[unreachable]  # callers may not type-check
+            raise TestbedValueError(f"layer entry {self.path!r}: data must be bytes, not str")
+        if not isinstance(self.data, bytes) and self.size is None:
+            raise TestbedValueError(
+                f"layer entry {self.path!r}: streamed data (chunks) needs size= set"
+            )
+        if self.size is not None and self.size < 0:
+            raise TestbedValueError(f"layer entry {self.path!r}: negative size {self.size}")
 
     @classmethod
     def directory(cls, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> Entry:
@@ -145,8 +168,7 @@ def _tarinfo(entry: Entry) -> tuple[tarfile.TarInfo, IO[bytes] | None]:
     if isinstance(entry.data, bytes):
         info.size = len(entry.data)
         return info, io.BytesIO(entry.data)
-    if entry.size is None:
-        raise ValueError(f"layer entry {entry.path}: streamed data needs a size")
+    assert entry.size is not None  # checked when the entry was made
     info.size = entry.size
     return info, io.BufferedReader(_ChunkReader(entry.data), _CHUNK)
 
@@ -180,6 +202,15 @@ class LayerBlob:
     media_type: str
 
 
+def import_zstandard() -> Any:
+    """The zstandard module, or :class:`MissingHostPart` naming the ``testing`` extra."""
+    try:
+        import zstandard
+    except ImportError as exc:
+        raise missing_python_package("zstandard", "zstd layers", exc) from exc
+    return zstandard
+
+
 def compress_stream(compression: Compression, sink: IO[bytes]) -> IO[bytes]:
     """A writable stream that compresses into ``sink``; close it to finish."""
     if compression == "gzip":
@@ -187,8 +218,7 @@ def compress_stream(compression: Compression, sink: IO[bytes]) -> IO[bytes]:
         return cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0,
                                              compresslevel=6))
     if compression == "zstd":
-        import zstandard
-
+        zstandard = import_zstandard()
         cctx = zstandard.ZstdCompressor(level=3, threads=0, write_content_size=False)
         writer: IO[bytes] = cctx.stream_writer(sink, closefd=False)
         return writer
@@ -213,6 +243,7 @@ def write_layer(entries: Iterable[Entry], sink: IO[bytes], compression: Compress
     Returns the descriptor facts: digest and size of what was written (the blob)
     and the diff_id (sha256 of the uncompressed tar).
     """
+    media_type = media_type_for(compression)  # checks ``compression`` first
     outer = _HashingWriter(sink)
     compressor = compress_stream(compression, cast(IO[bytes], outer))
     inner = _HashingWriter(compressor)
@@ -226,5 +257,5 @@ def write_layer(entries: Iterable[Entry], sink: IO[bytes], compression: Compress
         size=outer.size,
         diff_id=f"sha256:{inner.sha256.hexdigest()}",
         uncompressed_size=inner.size,
-        media_type=media_type_for(compression),
+        media_type=media_type,
     )

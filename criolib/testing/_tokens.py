@@ -9,18 +9,20 @@ carries ``x5c`` (standard base64 DER), which the registry checks against the
 Registry 2.8 adds ``Leeway`` (60 s) to both the ``exp`` and ``nbf`` checks, so a
 token whose ``exp`` said *ttl* would live *ttl* + 60 s. To let tests watch a token
 expire within seconds, every claim window is shifted back by the leeway: ``nbf =
-iat - 60`` and ``exp = iat + ttl - 60``. The effective lifetime at the registry is
-therefore exactly ``ttl`` seconds, which is also what ``expires_in`` says.
+iat - 60`` and ``exp = ceil(now + ttl) - 60``. The claims are whole seconds (the
+registry reads them as int64), and ``exp`` is rounded up, never down: a token is
+accepted for at least ``ttl`` seconds after it was issued (``expires_in`` says
+``ttl``) and refused less than ``ttl + 1`` seconds after.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hmac
 import json
 import logging
+import math
 import secrets
 import shutil
 import tempfile
@@ -33,7 +35,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-from criolib.testing._errors import TestbedError
+from criolib.testing._errors import TestbedError, TestbedValueError, missing_python_package
 
 __all__ = ["REGISTRY_LEEWAY", "TokenServer"]
 
@@ -59,6 +61,7 @@ def parse_scopes(values: Iterable[str]) -> dict[tuple[str, str], list[str]]:
     may itself hold ``:`` (a registry host with a port), so the type ends at the
     first colon and the actions start after the last. Several scopes may share one
     value, separated by spaces, as the ``WWW-Authenticate`` header writes them.
+    A malformed scope raises :class:`~criolib.testing.TestbedValueError` (a ValueError).
     """
     wanted: dict[tuple[str, str], list[str]] = {}
     for value in values:
@@ -66,12 +69,25 @@ def parse_scopes(values: Iterable[str]) -> dict[tuple[str, str], list[str]]:
             rtype, sep, rest = scope.partition(":")
             name, sep2, actions = rest.rpartition(":")
             if not (sep and sep2 and rtype and name):
-                raise ValueError(f"malformed scope {scope!r}")
+                raise TestbedValueError(f"malformed scope {scope!r}")
             have = wanted.setdefault((rtype, name), [])
             for action in actions.split(","):
                 if action and action not in have:
                     have.append(action)
     return wanted
+
+
+def _check_acl(acl: Mapping[str, Collection[str]]) -> dict[str, frozenset[str]]:
+    out = {}
+    for user, actions in acl.items():
+        # A bare string would become a set of letters: "pull" -> {"p", "u", "l"}.
+        if isinstance(actions, str) or not all(isinstance(a, str) for a in actions):
+            raise TestbedValueError(
+                f"token server: acl[{user!r}] must be a collection of action names such as "
+                f"['pull'], not {actions!r}"
+            )
+        out[user] = frozenset(actions)
+    return out
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -140,10 +156,12 @@ class TokenServer:
         issuer: str = "criolib-testbed-token-server",
         cert_path: Path | None = None,
     ) -> None:
-        if ttl < 1:
-            raise ValueError(f"token ttl must be at least 1 second, not {ttl}")
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+            raise TestbedValueError(f"token ttl must be an int of at least 1 second, not {ttl!r}")
         self.users = dict(users if users is not None else {"tester": "criolib-secret"})
-        self.acl = {user: frozenset(actions) for user, actions in (acl or {}).items()}
+        if not all(isinstance(u, str) and isinstance(p, str) for u, p in self.users.items()):
+            raise TestbedValueError("token server: users must map str names to str passwords")
+        self.acl = _check_acl(acl or {})
         self.anonymous_pull = anonymous_pull
         self.ttl = ttl
         self.service = service
@@ -270,17 +288,18 @@ class TokenServer:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding
 
-        iat = int(issued_at if issued_at is not None else time.time())
+        now = issued_at if issued_at is not None else time.time()
         lifetime = self.ttl if ttl is None else ttl
         header = {"typ": "JWT", "alg": "RS256", "x5c": self._x5c}
         claims = {
             "iss": self.issuer,
             "sub": subject,
             "aud": self.service,
-            # Shifted back by the registry's leeway so the effective life is ``ttl``.
-            "exp": iat + lifetime - REGISTRY_LEEWAY,
-            "nbf": iat - REGISTRY_LEEWAY,
-            "iat": iat,
+            # Shifted back by the registry's leeway, and rounded up to whole seconds,
+            # so the effective life is at least ``ttl`` (module docstring).
+            "exp": math.ceil(now + lifetime) - REGISTRY_LEEWAY,
+            "nbf": math.floor(now) - REGISTRY_LEEWAY,
+            "iat": math.floor(now),
             "jti": secrets.token_urlsafe(16),
             "access": [
                 {"type": a["type"], "name": a["name"], "actions": list(a["actions"])}
@@ -302,7 +321,7 @@ class TokenServer:
         """
         with self._lock:
             self._requests += 1
-        service = query.get("service", [self.service])[0]
+        service = (query.get("service") or [self.service])[0]
         if service != self.service:
             return self._refuse(400, f"unknown service {service!r}; this is {self.service!r}")
         try:
@@ -311,7 +330,7 @@ class TokenServer:
             return self._refuse(400, str(exc))
         user: str | None = None
         if authorization:
-            user = self._authenticate(authorization)
+            user = self.authenticate(authorization)
             if user is None:
                 # token.md: a failed authentication attempt is a 401, never a weaker token.
                 return self._refuse(401, "invalid username or password")
@@ -325,7 +344,7 @@ class TokenServer:
         iat = time.time()
         token = self.mint(user or "", granted, issued_at=iat)
         log.debug("token server: issued %s for %s", granted, user or "anonymous")
-        issued = dt.datetime.fromtimestamp(int(iat), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        issued = dt.datetime.fromtimestamp(math.floor(iat), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return 200, {
             "token": token,
             "access_token": token,
@@ -339,13 +358,20 @@ class TokenServer:
         log.debug("token server: refused with %d: %s", status, why)
         return status, {"details": why}
 
-    def _authenticate(self, authorization: str) -> str | None:
-        scheme, _, value = authorization.partition(" ")
+    def authenticate(self, authorization: str) -> str | None:
+        """The user an ``Authorization: Basic`` value proves to be (RFC 7617), else ``None``.
+
+        Never raises: any value a client may send is either good credentials or not.
+        """
+        scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() != "basic":
             return None
         try:
-            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except ValueError:  # binascii.Error, non-ASCII text, UnicodeDecodeError
+            return None
+        user, sep, password = decoded.partition(":")
+        if not sep:
             return None
         expected = self.users.get(user)
         if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
@@ -360,10 +386,13 @@ class TokenServer:
 
     def _make_key_and_cert(self) -> bytes:
         """A 2048-bit RSA key and a self-signed CA certificate for it (PEM)."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
+        try:
+            from cryptography import x509
+            from cryptography.hazmat.primitives import hashes, serialization
+            from cryptography.hazmat.primitives.asymmetric import rsa
+            from cryptography.x509.oid import NameOID
+        except ImportError as exc:
+            raise missing_python_package("cryptography", "signing registry tokens", exc) from exc
 
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.issuer)])

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 import pytest
 
 from criolib.testing._bed import serving_test_images
+from criolib.testing._build import build_test_images
 from criolib.testing._host import require_binaries
-from criolib.testing._images import TestImages, build_test_images
+from criolib.testing._images import TestImages
 from criolib.testing._registry import AuthKind, RegistryServer
 
 

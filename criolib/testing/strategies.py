@@ -70,7 +70,7 @@ def json_values() -> Strategy[Any]:
 
 def _obj(
     required: Mapping[str, Strategy[Any]],
-    optional: Mapping[str, Strategy[Any]] = {},
+    optional: Mapping[str, Strategy[Any]] | None = None,
     *,
     nulls: bool = False,
 ) -> Strategy[dict[str, Any]]:
@@ -78,9 +78,10 @@ def _obj(
 
     ``nulls`` lets optional properties be ``null`` (features.md allows it).
     """
+    maybe = dict(optional or {})
     if nulls:
-        optional = {k: st.none() | v for k, v in optional.items()}
-    known = st.fixed_dictionaries(dict(required), optional=dict(optional))
+        maybe = {k: st.none() | v for k, v in maybe.items()}
+    known = st.fixed_dictionaries(dict(required), optional=maybe)
     vendor = st.dictionaries(unknown_keys(), json_values(), max_size=2)
     return st.builds(lambda k, v: {**k, **v}, known, st.one_of(st.just({}), vendor))
 
@@ -248,8 +249,8 @@ def spec_dicts() -> Strategy[dict[str, Any]]:
             "annotations": _annotations,
             "linux": _linux,
             # Platforms criolib keeps as opaque JSON objects.
-            "windows": st.dictionaries(_names, json_values(), max_size=2),
-            "vm": st.dictionaries(_names, json_values(), max_size=2),
+            **{platform: st.dictionaries(_names, json_values(), max_size=2)
+               for platform in ("solaris", "windows", "vm", "zos", "freebsd")},
         },
     )
 

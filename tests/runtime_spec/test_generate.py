@@ -9,19 +9,23 @@ from pathlib import Path
 import pytest
 
 from criolib.runtime_spec import (
-    OCI_RUNTIME_SPEC_VERSION,
+    GENERATED_OCI_VERSION,
+    OCI_RUNTIME_SPEC_VERSIONS,
     Generator,
     RuntimeSpecError,
+    _defaults,
     clamp_oom_score_adj,
     clamp_rlimit,
+    host_capabilities,
     validate,
 )
-from criolib.runtime_spec import _defaults
 
 
 def test_default_profile_is_crio_secure_profile() -> None:
     doc = Generator().config()
-    assert doc["ociVersion"] == OCI_RUNTIME_SPEC_VERSION
+    assert doc["ociVersion"] == GENERATED_OCI_VERSION
+    assert GENERATED_OCI_VERSION in OCI_RUNTIME_SPEC_VERSIONS
+    assert Generator().set_oci_version("1.2.0").config()["ociVersion"] == "1.2.0"
     proc = doc["process"]
     assert proc["noNewPrivileges"] is True
     caps = proc["capabilities"]
@@ -120,7 +124,13 @@ def test_bad_names_are_refused() -> None:
 
 def test_privileged_opens_up_like_crio() -> None:
     doc = Generator(privileged=True).config()
-    assert set(doc["process"]["capabilities"]["bounding"]) == set(_defaults.ALL_CAPABILITIES)
+    caps = set(doc["process"]["capabilities"]["bounding"])
+    assert caps == set(host_capabilities())
+    assert "CAP_SYS_ADMIN" in caps and "CAP_NET_ADMIN" in caps
+    with open("/proc/self/status") as f:
+        bnd = int(next(x for x in f if x.startswith("CapBnd:")).split()[1], 16)
+    assert caps == {c for c in _defaults.ALL_CAPABILITIES
+                    if bnd & (1 << _defaults.CAPABILITY_BITS[c])}
     assert "seccomp" not in doc["linux"]
     assert "maskedPaths" not in doc["linux"] and "readonlyPaths" not in doc["linux"]
     sysfs = next(m for m in doc["mounts"] if m["destination"] == "/sys")

@@ -114,7 +114,7 @@ def test_user_applied_to_the_spec(rootfs: Path) -> None:
 
 
 def test_unknown_user_and_group_are_clear_errors(rootfs: Path) -> None:
-    with pytest.raises(UnknownUser, match="image user 'ghost' not found in .*/etc/passwd"):
+    with pytest.raises(UnknownUser, match=r"image user 'ghost' not found in .*/etc/passwd"):
         resolve_user("ghost", rootfs)
     with pytest.raises(UnknownUser, match="image group 'ghosts' not found"):
         resolve_user("tester:ghosts", rootfs)
@@ -128,11 +128,16 @@ def test_passwd_is_read_inside_the_rootfs_only(tmp_path: Path) -> None:
     """A hostile image whose /etc is a symlink to the host's /etc reads its own tree."""
     root = tmp_path / "hostile"
     root.mkdir()
-    os.symlink("/etc", root / "etc")  # resolves to root/ (the rootfs's own /), not host /etc
+    os.symlink("/", root / "etc")  # resolves to the rootfs's own /, never the host's
     (root / "passwd").write_text("evil:x:4321:4321::/evil:/bin/sh\n")
     assert resolve_user("evil", root).uid == 4321
     with pytest.raises(UnknownUser):
         resolve_user("root:root", root)  # host's /etc/group is never read
+    looped = tmp_path / "looped"
+    looped.mkdir()
+    os.symlink("/etc", looped / "etc")
+    with pytest.raises(ImageConfigError, match="too many levels of symbolic links"):
+        resolve_user("tester", looped)
     vol_root = tmp_path / "vols"
     (vol_root).mkdir()
     os.symlink("/", vol_root / "escape")

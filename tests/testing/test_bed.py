@@ -9,10 +9,19 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from criolib.testing import RegistryServer, TestImages, host_platform, require_binaries
+from criolib.testing import (
+    RegistryServer,
+    TestImage,
+    TestImages,
+    host_platform,
+    require_binaries,
+    serving_test_images,
+)
 
 VARIANTS = ["criolib_registry", "criolib_registry_basic", "criolib_registry_token"]
 
@@ -47,6 +56,62 @@ def test_every_image_is_served(
         if not image.is_index:
             config = json.loads(_skopeo(registry, "inspect", "--config", ref))
             assert config["rootfs"]["diff_ids"] == list(image.diff_ids)
+
+
+def _copy_all(registry: RegistryServer, images: list[TestImage], dest: Path) -> None:
+    """``skopeo copy --all`` each image into its own OCI layout, in parallel.
+
+    skopeo checks every blob's digest and size as it reads it from the registry.
+    """
+    require_binaries("skopeo")
+    creds = ["--src-creds", ":".join(registry.credentials)] if registry.credentials else []
+
+    def copy(image: TestImage) -> None:
+        subprocess.run(
+            ["skopeo", "copy", "--all", "--preserve-digests", "--src-tls-verify=false", *creds,
+             f"docker://{registry.host}/{image.reference}", f"oci:{dest / image.name}:copy"],
+            check=True, capture_output=True, timeout=120,
+        )
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        list(pool.map(copy, images))
+
+
+def _check_copied(image: TestImage, layout: Path) -> None:
+    """The copy names the same manifest, and holds every blob it references, intact."""
+    (entry,) = json.loads((layout / "index.json").read_bytes())["manifests"]
+    assert entry["digest"] == image.digest
+    blobs = {p.name: p.read_bytes() for p in (layout / "blobs" / "sha256").iterdir()}
+    assert all(_digest(data) == f"sha256:{name}" for name, data in blobs.items())
+    manifests = [i.descriptor for i in image.instances] or [image.descriptor]
+    for desc in manifests:
+        doc = json.loads(blobs[desc.digest.partition(":")[2]])
+        for ref in [doc["config"], *doc["layers"]]:
+            assert len(blobs[ref["digest"].partition(":")[2]]) == ref["size"], image.name
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_blob_of_every_image_is_served(
+    variant: str, request: pytest.FixtureRequest, criolib_test_images: TestImages,
+    tmp_path: Path,
+) -> None:
+    registry: RegistryServer = request.getfixturevalue(variant)
+    images = list(criolib_test_images)
+    _copy_all(registry, images, tmp_path)
+    for image in images:
+        _check_copied(image, tmp_path / image.name)
+
+
+@pytest.mark.integration
+def test_the_large_image_is_served(small_large_images: TestImages, tmp_path: Path) -> None:
+    """At a small scale: the large image's many files and layers go up and come back."""
+    require_binaries("docker-registry")
+    large = small_large_images["large"]
+    with serving_test_images(small_large_images, names=["large"]) as registry:
+        _copy_all(registry, [large], tmp_path)
+    _check_copied(large, tmp_path / "large")
+    assert len(large.layers) == 3
 
 
 @pytest.mark.integration

@@ -16,14 +16,17 @@ import pytest
 import zstandard
 
 from criolib.testing import (
+    ImageBuildError,
     MissingHostPart,
     TestImages,
-    _images,
+    UnknownTestImage,
+    _build,
     build_test_images,
     host_platform,
     require_binaries,
     require_root,
 )
+from tests.testing.conftest import SMALL_LARGE
 
 
 @pytest.fixture(scope="module")
@@ -216,10 +219,11 @@ def test_docker_archive_matches_the_oci_image(images: TestImages) -> None:
                 assert f"sha256:{hashlib.sha256(layer.read()).hexdigest()}" == diff_id
 
 
-def test_large_image_is_deterministic_at_small_scale(tmp_path: Path) -> None:
-    kwargs = {"large": True, "large_size": 2 << 20, "large_files": 300, "large_layers": 2}
-    a = build_test_images(tmp_path / "a", **kwargs)  # type: ignore[arg-type]
-    b = build_test_images(tmp_path / "b", **kwargs)  # type: ignore[arg-type]
+def test_large_image_is_deterministic_at_small_scale(
+    small_large_images: TestImages, tmp_path: Path
+) -> None:
+    a = small_large_images
+    b = build_test_images(tmp_path / "b", **SMALL_LARGE)  # type: ignore[arg-type]
     assert a["large"].digest == b["large"].digest
     assert len(a["large"].layers) == 3
     manifest = _json(a, a["large"].digest)
@@ -234,14 +238,16 @@ def test_large_image_is_deterministic_at_small_scale(tmp_path: Path) -> None:
 def test_missing_busybox_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_images, "BUSYBOX", tmp_path / "no-busybox")
+    monkeypatch.setattr(_build, "BUSYBOX", tmp_path / "no-busybox")
     with pytest.raises(MissingHostPart, match="busybox-static"):
         build_test_images(tmp_path / "out")
 
 
-def test_unknown_image_name_is_a_clear_error(images: TestImages) -> None:
-    with pytest.raises(Exception, match="no image 'nope'"):
+def test_unknown_image_name_is_a_key_error_and_a_testbed_error(images: TestImages) -> None:
+    with pytest.raises(UnknownTestImage, match="no image 'nope'") as info:
         images["nope"]
+    assert isinstance(info.value, KeyError)
+    assert str(info.value).startswith("test bed at ")  # not KeyError's quoted repr
 
 
 # -- cross-checks with tools nobody here wrote -----------------------------------------
@@ -306,5 +312,28 @@ def test_unpack_test_image_applies_whiteouts(images: TestImages, tmp_path: Path)
     arch_root = unpack_test_image(images, "multiarch", tmp_path / "multiarch")
     assert (arch_root / "etc" / "criolib-platform").read_text().startswith(
         f"linux/{host_platform()['architecture']}")
-    with pytest.raises(Exception, match="not empty"):
+    with pytest.raises(ImageBuildError, match="not empty"):
         unpack_test_image(images, "busybox", root)
+
+
+@pytest.mark.integration
+def test_unpack_works_on_a_python_without_extraction_filters(
+    images: TestImages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian 12's Python 3.11.2 has no ``tarfile.data_filter`` and no ``filter=``."""
+    require_root()
+    from criolib.testing import unpack_test_image
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    original = tarfile.TarFile.extract
+
+    def old_extract(self: tarfile.TarFile, member: Any, path: Any = "", *args: Any,
+                    **kwargs: Any) -> None:
+        if "filter" in kwargs:
+            raise TypeError("extract() got an unexpected keyword argument 'filter'")
+        original(self, member, path, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", old_extract)
+    root = unpack_test_image(images, "busybox", tmp_path / "rootfs")
+    assert os.readlink(root / "bin" / "sh") == "/bin/busybox"
+    assert (root / "etc" / "passwd").read_bytes().startswith(b"root:x:0:0:")

@@ -12,10 +12,16 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import socket
+import subprocess
+import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +34,12 @@ from criolib.testing import (
     PushError,
     RegistryServer,
     RegistryStartError,
+    TestImages,
     TokenServer,
+    _registry,
     push_layout,
     require_binaries,
+    serving_test_images,
 )
 from criolib.testing._push import parse_challenge
 from criolib.testing._registry import AuthKind
@@ -231,7 +240,8 @@ def test_token_server_protocol() -> None:
 
         doc = claims(("alice", "pw"), "repository:a/b:pull,push", "registry:catalog:*")
         assert doc["sub"] == "alice" and doc["aud"] == tokens.service
-        assert doc["exp"] - doc["iat"] == 30 - REGISTRY_LEEWAY
+        # exp is rounded up to a whole second: the token lives 30 to 31 s at the registry.
+        assert doc["exp"] + REGISTRY_LEEWAY - doc["iat"] in (30, 31)
         assert doc["access"] == [
             {"type": "repository", "name": "a/b", "actions": ["pull", "push"]},
             {"type": "registry", "name": "catalog", "actions": ["*"]},
@@ -262,3 +272,155 @@ def test_registry_dies_early_with_log_tail() -> None:
 def test_missing_binary_names_the_package() -> None:
     with pytest.raises(MissingHostPart, match="apt-get install docker-registry"):
         RegistryServer(binary="/nonexistent/docker-registry").start()
+
+
+def test_registry_binary_is_major_version_2() -> None:
+    """The token server's leeway shift is distribution 2.x's 60 s (registry/auth/token)."""
+    require_binaries("docker-registry")
+    out = run(["docker-registry", "--version"], env={}, timeout=10).stdout.decode()
+    match = re.search(r"\bv?(\d+)\.(\d+)\.(\d+)", out)
+    assert match is not None, out
+    assert match.group(1) == "2", f"{out.strip()}: REGISTRY_LEEWAY assumes distribution 2.x"
+
+
+class _Impostor(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_foreign_server_on_the_port_is_not_taken_for_the_registry() -> None:
+    require_binaries("docker-registry")
+    impostor = ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
+    thread = threading.Thread(target=impostor.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        port = impostor.server_address[1]
+        with pytest.raises(RegistryStartError, match="address already in use") as info:
+            RegistryServer(port=port, startup_timeout=5).start()
+        assert f"127.0.0.1:{port}" in str(info.value)
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+        thread.join()
+
+
+def test_a_lost_port_race_is_retried_on_another_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_binaries("docker-registry")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: bind(2) fails, connect is refused
+        port = taken.getsockname()[1]
+        ports = iter([port])
+        real = _registry._free_port
+        monkeypatch.setattr(_registry, "_free_port", lambda: next(ports, None) or real())
+        with RegistryServer() as server:
+            assert server.host != f"127.0.0.1:{port}"
+            with server.client() as client:
+                assert client.get("/v2/").status_code == 200
+
+
+_ORPHAN = """
+import sys
+from criolib.testing import RegistryServer
+server = RegistryServer().start()
+print(server.pid, server.workdir, flush=True)
+sys.stdin.read()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def test_the_registry_dies_with_the_process_that_started_it() -> None:
+    require_binaries("docker-registry")
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert parent.stdout is not None
+    line = parent.stdout.readline().decode()
+    pid_text, _, workdir = line.strip().partition(" ")
+    try:
+        pid = int(pid_text)
+        assert _alive(pid)
+        parent.kill()  # SIGKILL: no cleanup code runs in the parent
+        parent.communicate(timeout=10)
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _alive(pid), f"registry pid {pid} outlived its parent"
+    finally:
+        parent.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- scopes and grants, end to end ------------------------------------------------------------
+
+READER = ("reader", "read-only")
+PULL_ONLY_USERS = {"tester": "criolib-secret", READER[0]: READER[1]}
+
+
+@pytest.fixture(scope="module")
+def scoped(criolib_test_images: TestImages) -> Iterator[RegistryServer]:
+    """Token auth where ``reader`` may only pull and anonymous callers may pull."""
+    require_binaries("docker-registry")
+    with serving_test_images(criolib_test_images, auth="token", names=["busybox"],
+                             users=PULL_ONLY_USERS, acl={"reader": ["pull"]},
+                             anonymous_pull=True) as server:
+        yield server
+
+
+def _bearer(server: RegistryServer, repository: str, *actions: str) -> dict[str, str]:
+    assert server.token_server is not None
+    token = server.token_server.mint(
+        "tester", [{"type": "repository", "name": repository, "actions": list(actions)}])
+    return {"Authorization": f"Bearer {token}", "Accept": ACCEPT}
+
+
+def _refused_for_scope(resp: httpx.Response) -> bool:
+    return resp.status_code == 401 and 'error="insufficient_scope"' in resp.headers.get(
+        "WWW-Authenticate", "")
+
+
+def test_a_token_for_one_repository_is_refused_on_another(scoped: RegistryServer) -> None:
+    headers = _bearer(scoped, "testbed/busybox", "pull")
+    with httpx.Client(base_url=scoped.url, trust_env=False) as http:
+        assert http.get("/v2/testbed/busybox/manifests/latest", headers=headers
+                        ).status_code == 200
+        assert _refused_for_scope(http.get("/v2/testbed/other/manifests/latest",
+                                           headers=headers))
+        assert _refused_for_scope(http.get("/v2/testbed/busybox-other/manifests/latest",
+                                           headers=headers))
+
+
+def test_a_pull_token_cannot_push(scoped: RegistryServer) -> None:
+    with httpx.Client(base_url=scoped.url, trust_env=False) as http:
+        pull = _bearer(scoped, "testbed/busybox", "pull")
+        assert _refused_for_scope(http.post("/v2/testbed/busybox/blobs/uploads/", headers=pull))
+        both = _bearer(scoped, "testbed/busybox", "pull", "push")
+        assert http.post("/v2/testbed/busybox/blobs/uploads/", headers=both).status_code == 202
+
+
+def test_acl_lets_a_user_pull_but_not_push(scoped: RegistryServer, layout: Path) -> None:
+    with scoped.client(credentials=READER) as client:
+        resp = client.get("/v2/testbed/busybox/manifests/latest", headers={"Accept": ACCEPT})
+        assert resp.status_code == 200
+    with pytest.raises(PushError, match=r"testbed/busybox:by-reader: .*HTTP 401"):
+        push_layout(scoped, layout, "hello", "testbed/busybox", "by-reader",
+                    credentials=READER)
+    push_layout(scoped, layout, "hello", "testbed/busybox", "by-tester")  # the first user may
+
+
+def test_anonymous_pull(scoped: RegistryServer) -> None:
+    with scoped.client(authenticated=False) as anon:
+        resp = anon.get("/v2/testbed/busybox/manifests/latest", headers={"Accept": ACCEPT})
+        assert resp.status_code == 200
+        assert anon.post("/v2/testbed/busybox/blobs/uploads/").status_code == 401

@@ -1,0 +1,28 @@
+"""The README's first command ends in examples/demo.py: it must run and say it worked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from criolib.testing import require_binaries
+
+DEMO = Path(__file__).parent.parent / "examples" / "demo.py"
+
+
+@pytest.mark.integration
+def test_demo_runs_and_verifies_every_image() -> None:
+    require_binaries("busybox", "docker-registry")
+    proc = subprocess.run([sys.executable, str(DEMO)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("built 5 test images in ")
+    assert "with token auth" in lines[1]
+    verified = [line for line in lines if line.endswith(" verified")]
+    assert len(verified) == 5 and "MISMATCH" not in proc.stdout
+    assert lines[-1].startswith("demo finished: the test bed works")
+    assert proc.stderr == ""
