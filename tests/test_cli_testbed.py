@@ -22,7 +22,6 @@ from criolib.testing import (
     RegistryServer,
     TestImages,
     _build,
-    build_test_images,
     require_binaries,
 )
 
@@ -30,9 +29,9 @@ CRIOLIB = Path(sys.executable).parent / "criolib"  # the entry point pip install
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory: pytest.TempPathFactory) -> TestImages:
-    require_binaries("busybox")
-    return build_test_images(tmp_path_factory.mktemp("cli") / "bed")
+def bed(criolib_test_images: TestImages) -> TestImages:
+    """The session's build: the commands below find it current and reuse it."""
+    return criolib_test_images
 
 
 def _alive(pid: int) -> bool:

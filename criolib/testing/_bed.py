@@ -7,6 +7,7 @@ fixtures, for users' own tests and for scripts (the demo, the benchmarks).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,11 +23,20 @@ def push_test_images(
 ) -> None:
     """Push the named test images (default: all) to ``registry`` as ``repository:tag``.
 
-    An unknown name raises :class:`~criolib.testing.UnknownTestImage`.
+    Each image goes to its own repository, so they are pushed in parallel (the
+    registry spends most of a push's time on its own disk writes). An unknown name
+    raises :class:`~criolib.testing.UnknownTestImage`; the first failed push raises
+    its :class:`~criolib.testing.PushError` once every push has finished.
     """
     chosen = list(images) if names is None else [images[n] for n in names]
-    for image in chosen:
-        push_layout(registry, images.layout, image.name, image.repository, image.tag)
+    if not chosen:
+        return
+    with ThreadPoolExecutor(max_workers=min(8, len(chosen)),
+                            thread_name_prefix="criolib-push") as pool:
+        futures = [pool.submit(push_layout, registry, images.layout, image.name,
+                               image.repository, image.tag) for image in chosen]
+    for future in futures:
+        future.result()
 
 
 @contextmanager

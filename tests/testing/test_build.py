@@ -25,9 +25,17 @@ from criolib.testing import (
 from tests.testing.conftest import SMALL_LARGE
 
 
+def _copy(images: TestImages, root: Path) -> TestImages:
+    """A copy of a build at ``root`` (a build's paths are its own: reuse re-reads them)."""
+    shutil.copytree(images.root, root, symlinks=True)
+    return build_test_images(root)
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> TestImages:
-    return build_test_images(tmp_path_factory.mktemp("built") / "bed")
+def built(criolib_test_images: TestImages, tmp_path_factory: pytest.TempPathFactory
+          ) -> TestImages:
+    """A private copy of the session's build, for tests that damage and repair it."""
+    return _copy(criolib_test_images, tmp_path_factory.mktemp("built") / "bed")
 
 
 def _stamp_mtime(root: Path) -> int:
@@ -49,15 +57,21 @@ def test_a_directory_it_did_not_make_is_left_alone(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".home.build-*"))
 
 
-def test_an_empty_directory_and_an_own_stale_build_are_replaced(tmp_path: Path) -> None:
+def test_an_empty_directory_and_an_own_stale_build_are_replaced(
+    criolib_test_images: TestImages, tmp_path: Path
+) -> None:
+    # (Every fixture here builds into an empty directory from tmp_path_factory.)
     root = tmp_path / "bed"
-    root.mkdir()
-    images = build_test_images(root)  # empty: fine
+    mtime = _stamp_mtime(criolib_test_images.root)
+    images = _copy(criolib_test_images, root)
+    assert _stamp_mtime(root) == mtime  # the copy is current: reused as it is
     stamp = json.loads((root / _build.STAMP).read_bytes())
     stamp["key"]["format"] = -1  # an older build of ours
     (root / _build.STAMP).write_text(json.dumps(stamp))
     (root / "leftover").write_text("from the old build")
+    (tmp_path / ".bed.build-killed").mkdir()  # a build that was killed half-way
     again = build_test_images(root)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bed.lock", "bed"]
     assert again == images
     assert not (root / "leftover").exists()
     assert json.loads((root / _build.STAMP).read_bytes())["key"]["format"] == _build._FORMAT

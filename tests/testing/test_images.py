@@ -30,8 +30,8 @@ from tests.testing.conftest import SMALL_LARGE
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> TestImages:
-    return build_test_images(tmp_path_factory.mktemp("testbed"))
+def images(criolib_test_images: TestImages) -> TestImages:
+    return criolib_test_images
 
 
 def _blob(images: TestImages, digest: str) -> bytes:

@@ -199,7 +199,7 @@ def _layouts(draw: st.DrawFn) -> tuple[Any, dict[str, bytes]]:
     return (draw(_json) if form == "junk" else index), blobs
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(layout=_layouts())
 def test_junk_layouts_give_push_errors_only(

@@ -50,7 +50,7 @@ pytestmark = pytest.mark.integration
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 ACCEPT = f"{MANIFEST}, {INDEX}"
-TTL = 2
+TTL = 1  # seconds; a token is accepted for at least TTL and less than TTL + 1
 
 
 # -- a tiny OCI image layout, built here ------------------------------------
@@ -211,7 +211,7 @@ def test_token_expires_and_is_refreshed(layout: Path) -> None:
                 assert client.get("/v2/test/ttl/manifests/v1",
                                   headers={"Accept": ACCEPT}).status_code == 200
                 before = tokens.tokens_issued
-                time.sleep(TTL + 1.1)
+                time.sleep(TTL + 1.05)
                 resp = http.get("/v2/test/ttl/manifests/v1", headers=headers)
                 assert resp.status_code == 401
                 assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
@@ -294,16 +294,20 @@ class _Impostor(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_foreign_server_on_the_port_is_not_taken_for_the_registry() -> None:
-    require_binaries("docker-registry")
+def test_a_foreign_server_on_the_port_is_not_taken_for_the_registry(tmp_path: Path) -> None:
+    """Another server answers /v2/ on the port while "our registry" has not bound it yet."""
+    slow = tmp_path / "slow-registry"  # starts, never listens: the impostor answers instead
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
     impostor = ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
     thread = threading.Thread(target=impostor.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
         port = impostor.server_address[1]
-        with pytest.raises(RegistryStartError, match="address already in use") as info:
-            RegistryServer(port=port, startup_timeout=5).start()
-        assert f"127.0.0.1:{port}" in str(info.value)
+        server = RegistryServer(binary=str(slow), port=port, startup_timeout=0.5)
+        with pytest.raises(RegistryStartError, match="answered 200 without our X-Criolib-Registry"):
+            server.start()
+        assert server.pid is None  # stopped and reaped
     finally:
         impostor.shutdown()
         impostor.server_close()
@@ -424,3 +428,14 @@ def test_anonymous_pull(scoped: RegistryServer) -> None:
         resp = anon.get("/v2/testbed/busybox/manifests/latest", headers={"Accept": ACCEPT})
         assert resp.status_code == 200
         assert anon.post("/v2/testbed/busybox/blobs/uploads/").status_code == 401
+
+
+def test_registry_storage_goes_to_a_tmpfs_unless_tmpdir_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert _registry._scratch_parent() is None
+    monkeypatch.delenv("TMPDIR")
+    with open("/proc/self/mounts") as mounts:
+        shm_is_tmpfs = any(line.split()[1:3] == ["/dev/shm", "tmpfs"] for line in mounts)
+    assert _registry._scratch_parent() == ("/dev/shm" if shm_is_tmpfs else None)
