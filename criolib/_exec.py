@@ -246,6 +246,7 @@ def spawn(
     stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     stdout: int | IO[bytes] | None = subprocess.DEVNULL,
     stderr: int | IO[bytes] | None = subprocess.DEVNULL,
+    pass_fds: Sequence[int] = (),
     pdeathsig: signal.Signals | None = signal.SIGKILL,
     new_session: bool = True,
     what: str | None = None,
@@ -255,9 +256,13 @@ def spawn(
     ``pdeathsig`` (default SIGKILL) is delivered to it when the *thread* that
     spawned it exits (prctl(2) PR_SET_PDEATHSIG), so a killed test run leaves no
     daemon behind; spawn long-lived daemons from a long-lived thread, or pass
-    ``None``. ``new_session`` puts it in its own process group, so :func:`stop`
-    reaches its children too. ``env`` is explicit (``None`` inherits). A program
-    or working directory that cannot be used raises :class:`ExecError`.
+    ``None`` (which also keeps the fast vfork path: a ``preexec_fn`` forces a full
+    fork). ``new_session`` puts it in its own process group, so :func:`stop`
+    reaches its children too. ``stdin``/``stdout``/``stderr`` go to it as given
+    (``None`` inherits the caller's). ``pass_fds`` are descriptors it inherits
+    besides those (an OCI runtime's ``--preserve-fds``). ``env`` is explicit
+    (``None`` inherits). A program or working directory that cannot be used
+    raises :class:`ExecError`.
     """
     args = _check_argv(argv, what)
     what = what or args[0]
@@ -269,6 +274,7 @@ def spawn(
             stderr=stderr,
             env=dict(env) if env is not None else None,
             cwd=cwd,
+            pass_fds=tuple(pass_fds),
             start_new_session=new_session,
             # The hook only calls prctl(2) and getppid(2): nothing that takes a lock
             # another thread could hold across the fork.

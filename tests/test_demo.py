@@ -26,3 +26,21 @@ def test_demo_runs_and_verifies_every_image() -> None:
     assert len(verified) == 5 and "MISMATCH" not in proc.stdout
     assert lines[-1].startswith("demo finished: the test bed works")
     assert proc.stderr == ""
+
+
+@pytest.mark.integration
+def test_run_container_example_runs_under_both_runtimes() -> None:
+    from criolib.testing import require_root
+
+    require_root()
+    require_binaries("busybox", "runc", "crun")
+    example = Path(__file__).parent.parent / "examples" / "run_container.py"
+    proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for runtime in ("runc", "crun"):
+        section = proc.stdout.split(f"--- {runtime} ")[1].split("---")[0]
+        assert section.startswith(tuple("0123456789")) and "exit 0" in section
+        assert "uid=1000(tester) gid=1000(tester) groups=10(wheel),29(audio)" in section
+        assert "criolib-example" in section
+        assert "NoNewPrivs:\t1" in section and "Seccomp:\t2" in section

@@ -35,6 +35,7 @@ from criolib.runtime_spec._errors import (
     ContainerNotFound,
     ExitStatusUnavailable,
     FeaturesUnsupported,
+    InvalidArgument,
     InvalidSpec,
     PrivilegeError,
     RuntimeCommandError,
@@ -48,8 +49,8 @@ from criolib.runtime_spec._generate import (
     Generator,
     clamp_oom_score_adj,
     clamp_rlimit,
-    host_capabilities,
 )
+from criolib.runtime_spec._hostcaps import host_capabilities
 from criolib.runtime_spec._imageconfig import (
     STOP_SIGNAL_ANNOTATION,
     ImageConfigError,
@@ -57,6 +58,7 @@ from criolib.runtime_spec._imageconfig import (
     ResolvedUser,
     UnknownUser,
     apply_image_config,
+    normalize_stop_signal,
     resolve_user,
 )
 from criolib.runtime_spec._model import (
@@ -167,6 +169,7 @@ __all__ = [
     "ImageConfigError",
     "ImageSettings",
     "IntelRdtFeatures",
+    "InvalidArgument",
     "InvalidSpec",
     "Linux",
     "LinuxBlockIO",
@@ -236,6 +239,7 @@ __all__ = [
     "load_spec",
     "load_state",
     "normalize_capability",
+    "normalize_stop_signal",
     "resolve_user",
     "seccomp_arch",
     "spec_from_dict",

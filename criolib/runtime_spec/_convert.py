@@ -10,22 +10,25 @@ document (features.md):
   the right shape: absent properties stay absent, ``[]`` stays ``[]``, integers stay
   integers, unknown properties at any depth are kept (in each object's ``extra``) and
   written back, and so is an explicit ``null`` (features.md gives it a meaning).
+  Each object's keys come back in the document's order (kept in its private
+  ``_order``), so a file another tool wrote is written back byte for byte with the
+  matching ``dump_spec`` layout; what was set since loading goes after them.
 - **Structure only.** A value of the wrong JSON type, a missing REQUIRED property or
   malformed JSON raises :class:`SpecFormatError` naming the document, the JSON path and
-  the cause. Integers are JSON integers (``1.0`` and ``true`` are not, as in Go's
-  decoder) but ranges, enums and cross-field rules are :func:`validate`'s business.
+  the cause; so does writing a value JSON cannot hold: no other exception escapes.
+  Integers are JSON integers (``1.0`` and ``true`` are not, as in Go's decoder) but
+  ranges, enums and cross-field rules are :func:`validate`'s business.
 
-The converter is private to this module; the public face is the ``load_*``,
-``dump_spec``, ``*_to_dict`` and ``spec_from_dict`` functions.
+The converter is private to this module (JSON text in and out is in
+``_convert_text``); the public face is the ``load_*``, ``dump_spec``, ``*_to_dict``
+and ``spec_from_dict`` functions.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import operator
-import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -34,6 +37,8 @@ from typing import Any, TypeVar
 import attrs
 import cattrs
 
+from criolib.runtime_spec._convert_text import JSONText, dumps, format_path, parse
+from criolib.runtime_spec._convert_text import describe as _describe
 from criolib.runtime_spec._errors import SpecFormatError
 from criolib.runtime_spec._model import Spec
 from criolib.runtime_spec._state import Features, State
@@ -53,7 +58,8 @@ _T = TypeVar("_T")
 #: Field metadata key for a wire name that is not the camelCase of the attribute.
 _WIRE = "wire"
 _EXTRA = "extra"
-_JSONText = bytes | bytearray | memoryview | str
+#: The model's private field with the source's key order (see ``_model_linux``).
+_ORDER = "_order"
 
 
 class _Bad(Exception):
@@ -64,40 +70,13 @@ class _Bad(Exception):
         self.reason = reason
         self.path: list[str | int] = []
 
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, str | int | float):
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return f"a Python {type(value).__name__}"
+    def at(self, segment: str | int) -> _Bad:
+        self.path.append(segment)
+        return self
 
 
 def _expected(what: str, value: object) -> _Bad:
     return _Bad(f"expected {what}, got {_describe(value)}")
-
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def _format_path(innermost_first: list[str | int]) -> str:
-    parts: list[str] = []
-    for seg in reversed(innermost_first):
-        if isinstance(seg, int):
-            parts.append(f"[{seg}]")
-        elif _IDENTIFIER.match(seg):
-            parts.append(f".{seg}" if parts else seg)
-        else:
-            # Map keys such as annotation names and sysctls hold dots and slashes.
-            parts.append(f"[{json.dumps(seg)}]")
-    return "".join(parts)
 
 
 def _copy_json(value: Any) -> Any:
@@ -221,9 +200,9 @@ def _mapping_structure_factory(tp: Any, conv: cattrs.Converter) -> Callable[[Any
             raise _expected("an object", value)
         out = {}
         for key, item in value.items():
+            if not isinstance(key, str):
+                raise _Bad(f"expected string keys, got {_describe(key)}")
             try:
-                if not isinstance(key, str):
-                    raise _Bad(f"expected string keys, got {_describe(key)}")
                 out[key] = value_hook(item, value_type)
             except _Bad as exc:
                 exc.path.append(key)
@@ -268,7 +247,7 @@ def _model_fields(cls: type) -> list[tuple[str, str, Any, bool, bool]]:
     hints = typing.get_type_hints(cls)
     fields = []
     for field in attrs.fields(cls):
-        if field.name == _EXTRA:
+        if field.name in (_EXTRA, _ORDER):
             continue
         tp = hints[field.name]
         optional = False
@@ -296,6 +275,8 @@ def _class_structure_factory(cls: type, conv: cattrs.Converter) -> Callable[[Any
         extra: dict[str, Any] = {}
         for key, item in value.items():
             known = by_wire.get(key)
+            if known is None and not isinstance(key, str):
+                raise _Bad(f"expected string keys, got {_describe(key)}")
             try:
                 if known is None:
                     extra[key] = _copy_json(item)
@@ -312,7 +293,7 @@ def _class_structure_factory(cls: type, conv: cattrs.Converter) -> Callable[[Any
         for name, wire in required:
             if name not in kwargs:
                 raise _Bad(f"missing required property {wire!r}")
-        return cls(**kwargs, extra=extra)
+        return cls(**kwargs, extra=extra, _order=tuple(value))
 
     return structure
 
@@ -329,9 +310,9 @@ def _unstructure_hook_for(tp: Any, conv: cattrs.Converter) -> Callable[[Any], An
         value_type = typing.get_args(tp)[1]
         item = None if value_type is Any else _unstructure_hook_for(value_type, conv)
         if value_type is Any:
-            hook = _copy_json
+            hook = _copy_json_object
         else:
-            hook = dict if item is None else functools.partial(_dict_of, item)
+            hook = _as_dict if item is None else functools.partial(_dict_of, item)
     elif _is_union(tp):
         hook = _list_if_array
     else:
@@ -343,15 +324,51 @@ def _as_list(value: Any) -> list[Any]:
     # A string is iterable too: ``args="sh"`` must not be written as ["s", "h"].
     if isinstance(value, str | bytes | Mapping):
         raise _expected("an array", value)
-    return list(value)
+    try:
+        return list(value)
+    except TypeError:
+        raise _expected("an array", value) from None
 
 
 def _list_of(item: Callable[[Any], Any], value: Any) -> list[Any]:
-    return [item(v) for v in _as_list(value)]
+    values = _as_list(value)
+    try:
+        return [item(v) for v in values]
+    except _Bad:
+        pass
+    for index, member in enumerate(values):  # again, to name the bad entry
+        try:
+            item(member)
+        except _Bad as exc:
+            raise exc.at(index) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _expected("an object", value)
+    out = dict(value)
+    for key in out:
+        if not isinstance(key, str):
+            raise _Bad(f"expected string keys, got {_describe(key)}")
+    return out
 
 
 def _dict_of(item: Callable[[Any], Any], value: Any) -> dict[str, Any]:
-    return {k: item(v) for k, v in value.items()}
+    out = _as_dict(value)
+    for key, member in out.items():
+        try:
+            out[key] = item(member)
+        except _Bad as exc:
+            raise exc.at(key) from None
+    return out
+
+
+def _copy_json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _expected("an object", value)
+    copied: dict[str, Any] = _copy_json(value)
+    return copied
 
 
 def _list_if_array(value: Any) -> Any:
@@ -365,9 +382,12 @@ def _class_unstructure_factory(cls: type, conv: cattrs.Converter) -> Callable[[A
     ]
 
     def unstructure(obj: Any) -> dict[str, Any]:
+        if not isinstance(obj, cls):
+            raise _expected(f"a {cls.__name__}", obj)
+        model: Any = obj
         out: dict[str, Any] = {}
         for name, wire, hook in plan:
-            value = getattr(obj, name)
+            value = getattr(model, name)
             if value is None:
                 continue
             try:
@@ -375,15 +395,30 @@ def _class_unstructure_factory(cls: type, conv: cattrs.Converter) -> Callable[[A
             except _Bad as exc:
                 exc.path.append(wire)
                 raise
-        for key, value in obj.extra.items():
+            except (TypeError, ValueError, AttributeError) as exc:
+                # A value of the wrong kind set in code (a str for a mapping...).
+                raise _Bad(f"cannot be written as JSON: {exc}").at(wire) from None
+        extra = model.extra
+        if not isinstance(extra, Mapping):
+            raise _expected("a mapping", extra).at(_EXTRA)
+        for key, value in extra.items():
             if key in out:
                 continue  # a typed value set since loading wins over a kept null
+            if not isinstance(key, str):
+                raise _Bad(f"expected string keys, got {_describe(key)}")
             try:
                 out[key] = _copy_json(value)
             except _Bad as exc:
                 exc.path.append(key)
                 raise
-        return out
+        order = model._order
+        if not order:
+            return out
+        # The document's own order; what was set since loading goes after it.
+        ordered = {key: out[key] for key in order if key in out}
+        if len(ordered) != len(out):
+            ordered.update(out)
+        return ordered
 
     return unstructure
 
@@ -406,48 +441,30 @@ _converter = _make_converter()
 # -- the public face --------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _parse(data: _JSONText, source: str) -> Any:
-    if isinstance(data, memoryview):
-        data = data.tobytes()
-    try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise SpecFormatError(source, "", f"invalid JSON: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise SpecFormatError(source, "", f"invalid JSON: not UTF-8 text ({exc})") from exc
-    except ValueError as exc:
-        raise SpecFormatError(source, "", f"invalid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise SpecFormatError(source, "", "invalid JSON: nested too deeply") from exc
-
-
 def _from_dict(data: Any, cls: type[_T], source: str) -> _T:
     try:
         result: _T = _converter.structure(data, cls)
     except _Bad as exc:
-        raise SpecFormatError(source, _format_path(exc.path), exc.reason) from None
+        raise SpecFormatError(source, format_path(exc.path), exc.reason) from None
     except RecursionError as exc:
         raise SpecFormatError(source, "", "nested too deeply") from exc
     return result
 
 
 def _to_dict(obj: object, cls: type, source: str) -> dict[str, Any]:
-    if not isinstance(obj, cls):
-        raise TypeError(f"expected a {cls.__name__}, got {type(obj).__name__}")
     try:
         out: dict[str, Any] = _converter.unstructure(obj, cls)
     except _Bad as exc:
-        raise SpecFormatError(source, _format_path(exc.path), exc.reason) from None
+        raise SpecFormatError(source, format_path(exc.path), exc.reason) from None
+    except RecursionError as exc:
+        raise SpecFormatError(source, "", "nested too deeply") from exc
     return out
 
 
-def _load(data: _JSONText | Mapping[str, Any], cls: type[_T], source: str) -> _T:
-    if not isinstance(data, Mapping):
-        data = _parse(data, source)
+def _load(data: JSONText | Mapping[str, Any], cls: type[_T], source: str) -> _T:
+    if isinstance(data, str | bytes | bytearray | memoryview):
+        data = parse(data, source)
+    # Anything else is taken as parsed JSON: a list or None is "expected an object".
     return _from_dict(data, cls, source)
 
 
@@ -466,29 +483,48 @@ def load_spec(
     """Read a config.json from its JSON text (bytes or str) or its parsed mapping.
 
     runtime-spec v1.2 config.md. ``source`` names the document in errors (pass the
-    file's path when reading one). Raises :class:`SpecFormatError` for malformed JSON
-    and for structural faults.
+    file's path when reading one). Each object remembers its keys' order, which
+    :func:`dump_spec` writes back. Raises :class:`SpecFormatError` for malformed JSON
+    and for structural faults, and for anything that is not a JSON object.
     """
     return _load(data, Spec, source)
 
 
 def spec_to_dict(spec: Spec) -> dict[str, Any]:
-    """The JSON-ready dict of ``spec``: wire names, absent properties left out, extras back in."""
+    """The JSON-ready dict of ``spec``: wire names, absent properties left out, extras back in.
+
+    runtime-spec v1.2 config.md. Keys come in the loaded document's order, then what
+    was set since; an object built in code has the model's order. Raises
+    :class:`SpecFormatError` naming the path of a value of the wrong kind set in code
+    (a str for an object, a Mount where a Process goes), or when ``spec`` is no Spec.
+    """
     return _to_dict(spec, Spec, "config.json")
 
 
-def dump_spec(spec: Spec, *, indent: int | None = None) -> bytes:
-    """The config.json bytes of ``spec``: UTF-8 JSON, compact unless ``indent`` is given."""
-    return _dumps(spec_to_dict(spec), indent)
+def dump_spec(
+    spec: Spec, *, indent: int | str | None = None, final_newline: bool = False
+) -> bytes:
+    """The config.json bytes of ``spec``: UTF-8 JSON, compact unless ``indent`` is given.
 
+    runtime-spec v1.2 config.md. ``indent`` is a number of spaces or the string to
+    indent with; ``final_newline`` ends the text with ``\\n``. Properties come in
+    the order the loaded document had them (see :func:`load_spec`). The layouts of
+    other tools, byte for byte:
 
-def _dumps(data: dict[str, Any], indent: int | None) -> bytes:
-    separators = (",", ":") if indent is None else (",", ": ")
-    try:
-        return json.dumps(data, indent=indent, separators=separators, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        # A lone surrogate (valid JSON as "\udXXX", not encodable as UTF-8): escape all.
-        return json.dumps(data, indent=indent, separators=separators).encode()
+    - ``runc spec`` (Go's ``json.MarshalIndent(v, "", "\\t")``): ``indent="\\t"``,
+      no final newline. CRI-O, Podman and containerd write compact JSON with Go's
+      ``json.Marshal``: the default. Go escapes ``<``, ``>``, ``&``, U+2028 and
+      U+2029 in strings as ``\\u003c``...; criolib writes them as they are (the same
+      JSON value), so only strings holding them come back in other bytes.
+    - ``crun spec`` writes a fixed template: ``indent="\\t", final_newline=True``
+      gives its bytes but for the template's own whitespace: two spaces before the
+      opening ``{``, an empty array as ``[`` newline, indentation, ``]`` (criolib
+      writes ``[]``) and, in the ``--rootless`` one, a space before a line's tabs.
+
+    Raises :class:`SpecFormatError` naming the JSON path of a value that JSON cannot
+    hold (an integer of more than 4300 digits, a NaN, a Python object set in code).
+    """
+    return dumps(spec_to_dict(spec), indent, final_newline, "config.json")
 
 
 def load_state(

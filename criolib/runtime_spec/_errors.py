@@ -9,6 +9,13 @@ The OCI runtime spec, its generator, validation and runtime client.
         ├── SpecFormatError (ValueError)   a document is not JSON, or a value has the wrong
         │                                  JSON type (names the document and the JSON path)
         ├── InvalidSpec (ValueError)       validate() found errors; .problems lists them all
+        ├── InvalidArgument (ValueError)   a caller's argument cannot be used (a container id
+        │                                  starting with "-", an unknown signal, an empty
+        │                                  argv); names the argument and the container
+        ├── ImageConfigError (ValueError)  an image config (or its CRI override) cannot make
+        │   │                              a process: a field of the wrong type, no command
+        │   └── UnknownUser                a user or group is not in the image's /etc files
+        ├── SeccompProfileError (ValueError)   a profile cannot be resolved (unknown arch)
         ├── RuntimeNotFound                the runtime binary (runc, crun) is not installed
         ├── BundleNotFound                 a bundle directory or its config.json is missing
         ├── ExitStatusUnavailable          a container init is not our child: no exit status
@@ -21,6 +28,11 @@ The OCI runtime spec, its generator, validation and runtime client.
             │                              oomScoreAdj, rlimits above the hard limit)
             ├── FeaturesUnsupported        the runtime has no `features` command
             └── RuntimeTimeout (ExecTimeout)   ran past its timeout and was killed
+
+ImageConfigError and UnknownUser live in ``_imageconfig``, SeccompProfileError in
+``_seccomp``; all are exported by :mod:`criolib.runtime_spec`. Paths inside an image's
+rootfs are resolved by :func:`criolib._securejoin.secure_join`, whose ``SymlinkLoop``
+(a CriolibError and OSError) :func:`apply_image_config` wraps into ImageConfigError.
 """
 
 from __future__ import annotations
@@ -30,11 +42,21 @@ from typing import TYPE_CHECKING, Any
 
 from criolib.errors import CriolibError, ExecError, ExecTimeout
 
-__all__ = ["RuntimeSpecError", "SpecFormatError"]
+__all__ = ["InvalidArgument", "RuntimeSpecError", "SpecFormatError"]
 
 
 class RuntimeSpecError(CriolibError):
     """Base class of every error raised by :mod:`criolib.runtime_spec`."""
+
+
+class InvalidArgument(RuntimeSpecError, ValueError):
+    """An argument a caller passed cannot be used; the message names it and its container.
+
+    Raised before any runtime runs: a container id that is empty or starts with "-"
+    (both runtimes would read it as an option), a signal that is neither a known
+    name nor a number, an ``exec`` without a program, a negative ``preserve_fds``,
+    a log format the client cannot read.
+    """
 
 
 class SpecFormatError(RuntimeSpecError, ValueError):

@@ -9,6 +9,13 @@ profile. ``privileged`` opens these up the way CRI-O does for a privileged
 container. Each setter changes the document; :meth:`Generator.config` returns the
 wire form and :meth:`Generator.spec` the typed :class:`Spec`.
 
+The RuntimeDefault profile depends on the capabilities: syscalls such as
+sethostname, mount and chroot are allowed only with the capability that governs
+them (containers/common ``setupSeccomp``). CRI-O resolves the profile once the
+capabilities are final, and so does the generator: while the profile is its own
+default (not replaced by :meth:`Generator.set_seccomp`), the document it hands
+out carries the profile resolved for the final bounding set.
+
 Nothing is validated here: call :func:`validate` on the result.
 """
 
@@ -25,7 +32,8 @@ from criolib._atomic import atomic_write_bytes
 from criolib.runtime_spec import _defaults
 from criolib.runtime_spec._errors import RuntimeSpecError
 from criolib.runtime_spec._generate_linux import LinuxSetters, host_devices
-from criolib.runtime_spec._seccomp import default_seccomp_profile
+from criolib.runtime_spec._hostcaps import host_capabilities
+from criolib.runtime_spec._seccomp import default_seccomp_profile, normalize_capability
 
 if TYPE_CHECKING:
     from criolib.runtime_spec._model import Spec
@@ -35,7 +43,6 @@ __all__ = [
     "Generator",
     "clamp_oom_score_adj",
     "clamp_rlimit",
-    "host_capabilities",
 ]
 
 #: The ociVersion generated documents carry. The model is v1.2, but crun 1.8.1
@@ -79,27 +86,14 @@ def clamp_oom_score_adj(value: int) -> int:
     return max(value, current)
 
 
-def host_capabilities() -> tuple[str, ...]:
-    """The capabilities in this process's bounding set, by name.
-
-    What "all capabilities" can mean on this host: a runtime cannot grant one the
-    caller lacks (these machines have no CAP_SYS_RESOURCE; runc then fails with
-    "unable to apply caps"), so privileged containers get this set, as podman's
-    do.
-    """
-    try:
-        status = Path("/proc/self/status").read_text()
-        mask = int(next(line.split()[1] for line in status.splitlines()
-                        if line.startswith("CapBnd:")), 16)
-    except (OSError, StopIteration, ValueError):
-        return _defaults.ALL_CAPABILITIES
-    return tuple(c for c in _defaults.ALL_CAPABILITIES
-                 if mask & (1 << _defaults.CAPABILITY_BITS[c]))
+_SCHED_POLICIES = ("SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_ISO",
+                   "SCHED_IDLE", "SCHED_DEADLINE")
+_IOPRIO_CLASSES = ("IOPRIO_CLASS_RT", "IOPRIO_CLASS_BE", "IOPRIO_CLASS_IDLE")
 
 
-def _capability(name: str) -> str:
-    name = name.strip().upper()
-    return name if name.startswith("CAP_") else f"CAP_{name}"
+def _rlimit_name(kind: str) -> str:
+    kind = kind.strip().upper()
+    return kind if kind.startswith("RLIMIT_") else f"RLIMIT_{kind}"
 
 
 class Generator(LinuxSetters):
@@ -116,27 +110,42 @@ class Generator(LinuxSetters):
         template: Mapping[str, Any] | Spec | None = None,
         privileged: bool = False,
     ) -> None:
+        self._seccomp_caps: tuple[str, ...] | None = None
         if template is None:
             self._doc = _default_config()
-        elif isinstance(template, Mapping):
-            self._doc = copy.deepcopy(dict(template))
+            self._auto_seccomp = True
         else:
-            from criolib.runtime_spec._convert import spec_to_dict
+            if isinstance(template, Mapping):
+                self._doc = copy.deepcopy(dict(template))
+            else:
+                from criolib.runtime_spec._convert import spec_to_dict
 
-            self._doc = spec_to_dict(template)
+                self._doc = spec_to_dict(template)
+            # A template whose profile is the default one resolved for its own
+            # capabilities (a generator's earlier output) keeps following them.
+            caps = self._bounding()
+            linux = self._doc.get("linux")
+            current = linux.get("seccomp") if isinstance(linux, dict) else None
+            self._auto_seccomp = current is not None and current == default_seccomp_profile(
+                capabilities=caps)
+            if self._auto_seccomp:
+                self._seccomp_caps = caps
         if privileged:
             self.set_privileged()
+        self._sync_seccomp()
 
     # -- the result -----------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
         """A copy of the document in its wire form (config.json as a dict)."""
+        self._sync_seccomp()
         return copy.deepcopy(self._doc)
 
     def spec(self) -> Spec:
         """The document as a typed :class:`Spec`."""
         from criolib.runtime_spec._convert import spec_from_dict
 
+        self._sync_seccomp()
         return spec_from_dict(self._doc)
 
     def save(self, bundle: str | os.PathLike[str]) -> Path:
@@ -150,7 +159,38 @@ class Generator(LinuxSetters):
             raise RuntimeSpecError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path
 
+    @property
+    def default_seccomp(self) -> bool:
+        """Whether the seccomp profile is the RuntimeDefault one, kept in step with the caps."""
+        return self._auto_seccomp
+
+    def set_default_seccomp(self) -> Self:
+        """Use CRI-O's RuntimeDefault seccomp profile, resolved for the final capabilities.
+
+        The state of a new generator; undoes :meth:`set_seccomp` and privileged's
+        unconfined profile. runtime-spec v1.2 config-linux.md "Seccomp".
+        """
+        self._auto_seccomp = True
+        self._seccomp_caps = None
+        self._sync_seccomp()
+        return self
+
     # -- internals ------------------------------------------------------------------
+
+    def _bounding(self) -> tuple[str, ...]:
+        process = self._doc.get("process")
+        caps = process.get("capabilities") if isinstance(process, dict) else None
+        bounding = caps.get("bounding") if isinstance(caps, dict) else None
+        return tuple(sorted({c for c in bounding or () if isinstance(c, str)}))
+
+    def _sync_seccomp(self) -> None:
+        """Resolve the default profile for the bounding set, if it changed since last time."""
+        if not self._auto_seccomp:
+            return
+        caps = self._bounding()
+        if caps != self._seccomp_caps or "seccomp" not in self._section("linux"):
+            self._section("linux")["seccomp"] = default_seccomp_profile(capabilities=caps)
+            self._seccomp_caps = caps
 
     def _section(self, *keys: str) -> dict[str, Any]:
         node = self._doc
@@ -209,7 +249,22 @@ class Generator(LinuxSetters):
         return self
 
     def set_terminal(self, terminal: bool = True) -> Self:
+        """Give the process a terminal; with one, ``TERM=xterm`` unless TERM is set.
+
+        CRI-O sets TERM only for a container with ``tty`` (runtime-spec v1.2
+        config.md "Process" ``terminal``).
+        """
         self._section("process")["terminal"] = terminal
+        if terminal and "TERM" not in self.env():
+            self.set_env("TERM", "xterm")
+        return self
+
+    def set_console_size(self, height: int, width: int) -> Self:
+        """Set ``process.consoleSize`` in characters (used only with a terminal).
+
+        runtime-spec v1.2 config.md "Process".
+        """
+        self._section("process")["consoleSize"] = {"height": height, "width": width}
         return self
 
     def set_env(self, name: str, value: str) -> Self:
@@ -254,6 +309,47 @@ class Generator(LinuxSetters):
         self._section("process")["oomScoreAdj"] = clamp_oom_score_adj(value) if restrict else value
         return self
 
+    def set_scheduler(
+        self,
+        policy: str,
+        *,
+        nice: int | None = None,
+        priority: int | None = None,
+        flags: Iterable[str] = (),
+        runtime: int | None = None,
+        deadline: int | None = None,
+        period: int | None = None,
+    ) -> Self:
+        """Set ``process.scheduler`` for sched_setattr(2) (``SCHED_FIFO``, ...).
+
+        runtime-spec v1.2 config.md "Linux Process" (new in v1.2: runc 1.1.5 and
+        crun 1.8.1 ignore it); ``runtime``, ``deadline`` and ``period`` are in ns.
+        """
+        if policy not in _SCHED_POLICIES:
+            raise RuntimeSpecError(f"unknown scheduling policy {policy!r} (known: "
+                                   f"{', '.join(_SCHED_POLICIES)})")
+        sched: dict[str, Any] = {"policy": policy}
+        for key, value in (("nice", nice), ("priority", priority), ("runtime", runtime),
+                           ("deadline", deadline), ("period", period)):
+            if value is not None:
+                sched[key] = value
+        if flags:
+            sched["flags"] = list(flags)
+        self._section("process")["scheduler"] = sched
+        return self
+
+    def set_io_priority(self, class_: str, priority: int) -> Self:
+        """Set ``process.ioPriority``: ``IOPRIO_CLASS_RT``/``_BE``/``_IDLE``, level 0 to 7.
+
+        runtime-spec v1.2 config.md "Linux Process" (new in v1.2: runc 1.1.5 and
+        crun 1.8.1 ignore it).
+        """
+        if class_ not in _IOPRIO_CLASSES:
+            raise RuntimeSpecError(f"unknown I/O priority class {class_!r} (known: "
+                                   f"{', '.join(_IOPRIO_CLASSES)})")
+        self._section("process")["ioPriority"] = {"class": class_, "priority": priority}
+        return self
+
     def set_apparmor_profile(self, profile: str) -> Self:
         self._section("process")["apparmorProfile"] = profile
         return self
@@ -271,7 +367,7 @@ class Generator(LinuxSetters):
     def set_capabilities(self, caps: Iterable[str],
                          sets: Iterable[str] = _DEFAULT_CAP_SETS) -> Self:
         """Make ``caps`` the whole of each capability set in ``sets``."""
-        names = sorted({_capability(c) for c in caps})
+        names = sorted({normalize_capability(c) for c in caps})
         section = self._section("process", "capabilities")
         for s in sets:
             section[s] = list(names)
@@ -279,7 +375,7 @@ class Generator(LinuxSetters):
 
     def add_capability(self, cap: str, sets: Iterable[str] = _DEFAULT_CAP_SETS) -> Self:
         """Add ``cap`` (``NET_ADMIN`` or ``CAP_NET_ADMIN``); ``ALL`` adds every one."""
-        caps = host_capabilities() if cap.upper() == "ALL" else (_capability(cap),)
+        caps = host_capabilities() if cap.upper() == "ALL" else (normalize_capability(cap),)
         for s in sets:
             current = self._list("process", "capabilities", s)
             current.extend(c for c in caps if c not in current)
@@ -293,14 +389,14 @@ class Generator(LinuxSetters):
             if s not in section:
                 continue
             section[s] = [] if cap.upper() == "ALL" else [
-                c for c in section[s] if c != _capability(cap)]
+                c for c in section[s] if c != normalize_capability(cap)]
         return self
 
     # -- rlimits ------------------------------------------------------------------------
 
     def set_rlimit(self, kind: str, hard: int, soft: int, *, clamp: bool = False) -> Self:
         """Set an rlimit (``RLIMIT_NOFILE``); ``clamp`` lowers it to the caller's hard limit."""
-        kind = kind.upper() if kind.upper().startswith("RLIMIT_") else f"RLIMIT_{kind.upper()}"
+        kind = _rlimit_name(kind)
         if clamp:
             soft, hard = clamp_rlimit(kind, soft, hard)
         limits = self._list("process", "rlimits")
@@ -309,6 +405,8 @@ class Generator(LinuxSetters):
         return self
 
     def remove_rlimit(self, kind: str) -> Self:
+        """Remove an rlimit (``RLIMIT_NOFILE``, ``nofile``: named as :meth:`set_rlimit` takes)."""
+        kind = _rlimit_name(kind)
         limits = self._list("process", "rlimits")
         limits[:] = [r for r in limits if r.get("type") != kind]
         return self
@@ -319,18 +417,22 @@ class Generator(LinuxSetters):
         """Open the container up as CRI-O does for ``privileged: true``.
 
         Every capability this host has (:func:`host_capabilities`), no seccomp
-        filter, no masked or read-only paths,
-        read-write /sys and cgroup mounts, the host's devices, and every device
-        allowed in the device cgroup (cri-o server/container_create_linux.go).
+        filter, ``noNewPrivileges`` off (privileged implies the kubelet's
+        allowPrivilegeEscalation), no masked or read-only paths, read-write /sys
+        and cgroup mounts, the host's devices, and every device allowed in the
+        device cgroup (cri-o server/container_create_linux.go). Calling it again
+        changes nothing more.
         """
         self.set_capabilities(host_capabilities())
         self.set_seccomp(None)
+        self.set_no_new_privileges(False)
         linux = self._section("linux")
         linux.pop("maskedPaths", None)
         linux.pop("readonlyPaths", None)
         for mount in self._list("mounts"):
             if mount.get("type") in ("sysfs", "cgroup", "cgroup2"):
-                mount["options"] = [o for o in mount.get("options", []) if o != "ro"] + ["rw"]
+                options = mount.get("options") or []
+                mount["options"] = [o for o in options if o not in ("ro", "rw")] + ["rw"]
         linux["devices"] = host_devices()
         self._section("linux", "resources")["devices"] = [{"allow": True, "access": "rwm"}]
         return self
@@ -351,7 +453,7 @@ def _default_config() -> dict[str, Any]:
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
             "args": ["sh"],
-            "env": [_defaults.DEFAULT_PATH_ENV, "TERM=xterm"],
+            "env": [_defaults.DEFAULT_PATH_ENV],
             "cwd": "/",
             "capabilities": {s: list(caps) for s in _DEFAULT_CAP_SETS},
             "noNewPrivileges": True,
@@ -363,9 +465,10 @@ def _default_config() -> dict[str, Any]:
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
             "maskedPaths": list(_defaults.MASKED_PATHS),
             "readonlyPaths": list(_defaults.READONLY_PATHS),
-            "seccomp": default_seccomp_profile(capabilities=caps),
         },
     }
-    gen = Generator(template=doc)
-    gen.set_default_rlimits()
-    return gen._doc
+    limits = doc["process"]["rlimits"] = []
+    for kind, hard, soft in _defaults.DEFAULT_RLIMITS:
+        got_soft, got_hard = clamp_rlimit(kind, soft, hard)
+        limits.append({"type": kind, "hard": got_hard, "soft": got_soft})
+    return doc

@@ -19,6 +19,8 @@ __all__ = ["LinuxSetters", "host_devices"]
 _NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup", "time")
 _HOOK_STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
                 "poststop")
+_PERSONALITY_DOMAINS = ("LINUX", "LINUX32")
+_TIME_CLOCKS = ("monotonic", "boottime")
 #: What CRI-O leaves out when it hands a privileged container the host's /dev.
 _SKIP_HOST_DEVICES = ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/console",  # noqa: S108
                       "/dev/ptmx")
@@ -54,6 +56,9 @@ class LinuxSetters:
     """Setters for the Linux parts; mixed into the Generator."""
 
     _doc: dict[str, Any]
+    #: Whether linux.seccomp is the RuntimeDefault profile, resolved anew for the
+    #: final capabilities whenever the document is handed out (see Generator).
+    _auto_seccomp: bool
 
     def _section(self, *keys: str) -> dict[str, Any]:  # pragma: no cover - Generator's
         raise NotImplementedError
@@ -236,7 +241,14 @@ class LinuxSetters:
         return self
 
     def set_seccomp(self, profile: Mapping[str, Any] | None) -> Self:
-        """Use ``profile`` (a ``linux.seccomp`` mapping); ``None`` means unconfined."""
+        """Use ``profile`` (a ``linux.seccomp`` mapping); ``None`` means unconfined.
+
+        The profile is then the caller's and stays as given whatever the
+        capabilities become; :meth:`~Generator.set_default_seccomp` goes back to the
+        RuntimeDefault profile resolved for them. runtime-spec v1.2 config-linux.md
+        "Seccomp".
+        """
+        self._auto_seccomp = False
         linux = self._section("linux")
         if profile is None:
             linux.pop("seccomp", None)
@@ -270,6 +282,41 @@ class LinuxSetters:
 
     def set_mount_label(self, label: str) -> Self:
         self._section("linux")["mountLabel"] = label
+        return self
+
+    def set_personality(self, domain: str = "LINUX", flags: Iterable[str] = ()) -> Self:
+        """Set ``linux.personality``: execution domain ``LINUX`` or ``LINUX32``.
+
+        runtime-spec v1.2 config-linux.md "Personality" (which defines no flags yet).
+        crun 1.8.1 applies it (``uname -m`` says i686 under LINUX32); runc 1.1.5
+        ignores it.
+        """
+        if domain not in _PERSONALITY_DOMAINS:
+            raise RuntimeSpecError(f"unknown personality domain {domain!r} (known: "
+                                   f"{', '.join(_PERSONALITY_DOMAINS)})")
+        personality: dict[str, Any] = {"domain": domain}
+        if flags:
+            personality["flags"] = list(flags)
+        self._section("linux")["personality"] = personality
+        return self
+
+    def add_time_offset(self, clock: str, secs: int = 0, nanosecs: int = 0) -> Self:
+        """Offset ``clock`` (``monotonic`` or ``boottime``) in a new time namespace.
+
+        runtime-spec v1.2 config-linux.md "Offset for Time Namespace" (time_namespaces(7)):
+        offsets apply only to a time namespace the container creates, so one is added
+        to ``linux.namespaces`` when there is no time entry yet. Debian 12's runtimes
+        cannot run it: runc 1.1.5 knows no time namespace, and crun 1.8.1 fails to
+        create one on these machines ("write to sync socket").
+        """
+        if clock not in _TIME_CLOCKS:
+            raise RuntimeSpecError(f"a time namespace offsets only the "
+                                   f"{' and '.join(_TIME_CLOCKS)} clocks, not {clock!r}")
+        if not 0 <= nanosecs < 1_000_000_000:
+            raise RuntimeSpecError(f"nanosecs must be from 0 to 999999999, not {nanosecs}")
+        self._section("linux", "timeOffsets")[clock] = {"secs": secs, "nanosecs": nanosecs}
+        if "time" not in self.namespaces():
+            self.add_namespace("time")
         return self
 
     # -- hooks ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the rootfs, never through a symlink that leads out of it.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Any, Literal
 import attrs
 
 from criolib._securejoin import secure_join
-from criolib.runtime_spec._errors import RuntimeSpecError
+from criolib.runtime_spec._errors import InvalidArgument, RuntimeSpecError
 from criolib.runtime_spec._generate import Generator
+from criolib.runtime_spec._runtime_proc import signal_name, signal_number
 
 __all__ = [
     "STOP_SIGNAL_ANNOTATION",
@@ -28,8 +30,11 @@ __all__ = [
     "ResolvedUser",
     "UnknownUser",
     "apply_image_config",
+    "normalize_stop_signal",
     "resolve_user",
 ]
+
+log = logging.getLogger("criolib.runtime_spec")
 
 #: Where the image's StopSignal is recorded, as containerd and CRI-O record it.
 STOP_SIGNAL_ANNOTATION = "org.opencontainers.image.stopSignal"
@@ -139,16 +144,135 @@ def resolve_user(spec: str, rootfs: str | os.PathLike[str] | None) -> ResolvedUs
                         additional_gids=tuple(sorted(set(extra))), home=home, name=name)
 
 
-def _env_merge(base: Sequence[str], overrides: Mapping[str, str] | Sequence[str]) -> list[str]:
-    items = list(overrides.items()) if isinstance(overrides, Mapping) else [
-        tuple(e.split("=", 1)) if "=" in e else (e, "") for e in overrides]
+def _strings(cfg: Mapping[str, Any], field: str) -> list[str] | None:
+    """``cfg[field]`` when it is an array of strings (None when absent or null)."""
+    value = cfg.get(field)
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ImageConfigError(f"image config: {field} must be an array of strings, "
+                               f"not {type(value).__name__} {value!r}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ImageConfigError(f"image config: {field}[{index}] must be a string, "
+                                   f"not {type(item).__name__} {item!r}")
+    return list(value)
+
+
+def _string(cfg: Mapping[str, Any], field: str) -> str | None:
+    value = cfg.get(field)
+    if value is not None and not isinstance(value, str):
+        raise ImageConfigError(f"image config: {field} must be a string, "
+                               f"not {type(value).__name__} {value!r}")
+    return value
+
+
+def _object(cfg: Mapping[str, Any], field: str) -> Mapping[str, Any]:
+    value = cfg.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ImageConfigError(f"image config: {field} must be an object, "
+                               f"not {type(value).__name__} {value!r}")
+    return value
+
+
+def _override(name: str, value: Sequence[str] | None) -> list[str] | None:
+    """A CRI ``command``/``args`` override, checked: a list of strings, never one string."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ImageConfigError(f"{name} must be a list of strings, not {value!r}")
+    return list(value)
+
+
+def _image_env(entries: Sequence[str]) -> dict[str, str]:
+    """The image's Env by name. Entries without "=" or without a name are skipped.
+
+    CRI-O's ``mergeEnvs`` skips them (an image Env entry is ``NAME=VALUE``,
+    image-spec config.md); Docker's API would read a bare ``NAME`` as "unset".
+    Either way it never becomes ``NAME=``.
+    """
     merged: dict[str, str] = {}
-    for e in base:
-        k, _, v = e.partition("=")
-        merged[k] = v
-    for k, v in items:
-        merged[k] = v
-    return [f"{k}={v}" for k, v in merged.items()]
+    for entry in entries:
+        name, eq, value = entry.partition("=")
+        if not eq or not name:
+            log.debug("image config: Env entry %r is not NAME=VALUE; skipped", entry)
+            continue
+        merged[name] = value
+    return merged
+
+
+def _cri_env(env: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
+    if isinstance(env, Mapping):
+        items = list(env.items())
+    elif isinstance(env, str):
+        raise ImageConfigError(f"env must be a mapping or a list of NAME=VALUE, not {env!r}")
+    else:
+        items = []
+        for entry in env:
+            name, eq, value = entry.partition("=") if isinstance(entry, str) else ("", "", "")
+            if not eq:
+                raise ImageConfigError(f"env entry {entry!r} is not NAME=VALUE")
+            items.append((name, value))
+    for name, value in items:
+        if not isinstance(name, str) or not name or not isinstance(value, str):
+            raise ImageConfigError(f"env {name!r}={value!r}: names and values are strings, "
+                                   "names not empty")
+    return dict(items)
+
+
+def normalize_stop_signal(value: str) -> str:
+    """An image's StopSignal (``"SIGQUIT"``, ``"quit"``, ``"3"``) as its signal name.
+
+    Raises :class:`ImageConfigError` unless it names a signal (signal(7)) by name or
+    number, so a typo is found when the container is made, not when it is stopped.
+    """
+    try:
+        return signal_name(signal_number(value))
+    except InvalidArgument as exc:
+        raise ImageConfigError(f"image config: StopSignal {value!r} is not a signal: {exc}"
+                               ) from exc
+
+
+def _mkdirs(rootfs: str | os.PathLike[str], path: str, what: str) -> None:
+    """Create ``path`` and its missing parents inside ``rootfs``, 0755, owned by us (root)."""
+    try:
+        os.makedirs(secure_join(rootfs, path), mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise ImageConfigError(f"cannot create {what} {path} in {rootfs}: "
+                               f"{exc.strerror or exc}") from exc
+
+
+def _argv(cfg: Mapping[str, Any], command: Sequence[str] | None,
+          args: Sequence[str] | None) -> list[str]:
+    """Entrypoint + Cmd, with the CRI's ``command`` replacing Entrypoint and ``args`` Cmd."""
+    entrypoint = _strings(cfg, "Entrypoint") or []
+    cmd = _strings(cfg, "Cmd") or []
+    command_list, args_list = _override("command", command), _override("args", args)
+    if command_list:
+        entrypoint, cmd = command_list, args_list or []
+    elif args_list:
+        cmd = args_list
+    if not entrypoint + cmd:
+        raise ImageConfigError("no command: the image has no Entrypoint or Cmd and the "
+                               "container gives no command or args")
+    return entrypoint + cmd
+
+
+def _annotate(gen: Generator, cfg: Mapping[str, Any]) -> str | None:
+    """Labels as annotations, then the StopSignal annotation, which no label overrides."""
+    raw_signal = _string(cfg, "StopSignal")
+    stop_signal = normalize_stop_signal(raw_signal) if raw_signal else None
+    for key, value in _object(cfg, "Labels").items():
+        if not isinstance(key, str) or not key or not isinstance(value, str):
+            raise ImageConfigError(f"image config: Labels {key!r}: {value!r} is not a "
+                                   "non-empty name with a string value")
+        if key != STOP_SIGNAL_ANNOTATION:
+            gen.add_annotation(key, value)
+    if stop_signal:
+        gen.add_annotation(STOP_SIGNAL_ANNOTATION, stop_signal)
+    return stop_signal
 
 
 def apply_image_config(
@@ -162,60 +286,58 @@ def apply_image_config(
     working_dir: str | None = None,
     user: str | None = None,
     volumes: Literal["mkdir", "ignore"] = "mkdir",
+    create_workdir: bool = True,
 ) -> ImageSettings:
     """Fill ``gen``'s process from an image config and CRI overrides.
 
+    image-spec v1.1 config.md "Properties" mapped as CRI-O maps them.
     ``image_config`` is the whole config document (with a ``config`` key) or its
-    ``config`` object. ``command``/``args`` are the CRI's overrides of
-    Entrypoint/Cmd; ``env`` overrides the image's Env by name; ``user`` overrides
-    ``User``. ``volumes="mkdir"`` creates each image volume's directory in the
-    rootfs (CRI-O's default ``image_volumes``); ``"ignore"`` leaves them.
+    ``config`` object; a field of the wrong JSON type raises
+    :class:`ImageConfigError` naming it. ``command``/``args`` are the CRI's
+    overrides of Entrypoint/Cmd; ``env`` overrides the image's Env by name (image
+    Env entries that are not ``NAME=VALUE`` are skipped, as CRI-O does); ``user``
+    overrides ``User``. ``volumes="mkdir"`` creates each image volume's directory in
+    the rootfs (CRI-O's default ``image_volumes``); ``"ignore"`` leaves them. With
+    ``create_workdir`` (CRI-O always does) the working directory is created in the
+    rootfs, mode 0755 and owned by the caller, as CRI-O's ``setupWorkingDirectory``
+    does. Labels become annotations, except that the StopSignal annotation
+    (:data:`STOP_SIGNAL_ANNOTATION`) is only ever written from StopSignal: a label
+    of that name is not copied.
     """
+    if not isinstance(image_config, Mapping):
+        raise ImageConfigError(f"image config must be an object, not {image_config!r}")
     is_whole_doc = any(k in image_config for k in ("config", "rootfs", "architecture", "os"))
     cfg = image_config.get("config") or {} if is_whole_doc else image_config
     if not isinstance(cfg, Mapping):
         raise ImageConfigError("image config: 'config' is not an object")
-    entrypoint = list(cfg.get("Entrypoint") or [])
-    cmd = list(cfg.get("Cmd") or [])
-    if command:
-        entrypoint, cmd = list(command), list(args or [])
-    elif args:
-        cmd = list(args)
-    argv = entrypoint + cmd
-    if not argv:
-        raise ImageConfigError("no command: the image has no Entrypoint or Cmd and the "
-                               "container gives no command or args")
+    argv = _argv(cfg, command, args)
     gen.set_args(argv)
 
-    image_env = [e for e in cfg.get("Env") or [] if isinstance(e, str)]
-    for entry in _env_merge(image_env, env):
-        name, _, value = entry.partition("=")
+    merged = _image_env(_strings(cfg, "Env") or []) | _cri_env(env)
+    for name, value in merged.items():
         gen.set_env(name, value)
 
-    cwd = working_dir or cfg.get("WorkingDir") or "/"
-    if not str(cwd).startswith("/"):
+    cwd = working_dir or _string(cfg, "WorkingDir") or "/"
+    if not cwd.startswith("/"):
         raise ImageConfigError(f"working directory {cwd!r} is not absolute")
     gen.set_cwd(cwd)
 
-    resolved = resolve_user(user if user is not None else cfg.get("User") or "", rootfs)
+    if user is not None and not isinstance(user, str):
+        raise ImageConfigError(f"user must be a string, not {user!r}")
+    resolved = resolve_user(user if user is not None else _string(cfg, "User") or "", rootfs)
     gen.set_user(resolved.uid, resolved.gid, additional_gids=resolved.additional_gids)
     if "HOME" not in gen.env():
         gen.set_env("HOME", resolved.home or "/")
 
-    stop_signal = cfg.get("StopSignal") or None
-    if stop_signal:
-        gen.add_annotation(STOP_SIGNAL_ANNOTATION, str(stop_signal))
-    for key, value in (cfg.get("Labels") or {}).items():
-        gen.add_annotation(str(key), str(value))
+    stop_signal = _annotate(gen, cfg)
 
-    vols = tuple(sorted((cfg.get("Volumes") or {}).keys()))
-    if volumes == "mkdir" and rootfs is not None:
-        for vol in vols:
-            try:
-                secure_join(rootfs, vol).mkdir(mode=0o755, parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ImageConfigError(f"cannot create image volume {vol} in {rootfs}: "
-                                       f"{exc.strerror or exc}") from exc
-    return ImageSettings(args=tuple(argv), user=resolved,
-                         stop_signal=str(stop_signal) if stop_signal else None, volumes=vols,
-                         exposed_ports=tuple(sorted((cfg.get("ExposedPorts") or {}).keys())))
+    vols = tuple(sorted(str(v) for v in _object(cfg, "Volumes")))
+    ports = tuple(sorted(str(p) for p in _object(cfg, "ExposedPorts")))
+    if rootfs is not None:
+        if volumes == "mkdir":
+            for vol in vols:
+                _mkdirs(rootfs, vol, "image volume")
+        if create_workdir:
+            _mkdirs(rootfs, cwd, "working directory")
+    return ImageSettings(args=tuple(argv), user=resolved, stop_signal=stop_signal,
+                         volumes=vols, exposed_ports=ports)

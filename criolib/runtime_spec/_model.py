@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from criolib.runtime_spec._model_linux import Linux, LinuxIDMapping
+from criolib.runtime_spec._model_linux import Linux, LinuxIDMapping, extra_field, order_field
 
 __all__ = [
     "OCI_RUNTIME_SPEC_VERSION",
@@ -44,15 +44,6 @@ OCI_RUNTIME_SPEC_VERSION = "1.2.0"
 OCI_RUNTIME_SPEC_VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.1.0", "1.2.0", "1.2.1")
 
 
-def _extra() -> Any:
-    """The ``extra`` field every model class ends with (a fresh dict per object).
-
-    Left out of the hash (but not of ``==``) so that objects without maps of their own
-    (a namespace, a mount, a hook) can go in sets.
-    """
-    return attrs.field(factory=dict, hash=False)
-
-
 @attrs.frozen(kw_only=True)
 class Root:
     """The container's root filesystem (``root``).
@@ -62,7 +53,8 @@ class Root:
 
     path: str
     readonly: bool | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -79,7 +71,8 @@ class Mount:
     options: tuple[str, ...] | None = None
     uid_mappings: tuple[LinuxIDMapping, ...] | None = None
     gid_mappings: tuple[LinuxIDMapping, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -91,7 +84,8 @@ class Box:
 
     height: int
     width: int
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -108,7 +102,8 @@ class User:
     umask: int | None = None
     additional_gids: tuple[int, ...] | None = None
     username: str | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -123,7 +118,8 @@ class LinuxCapabilities:
     inheritable: tuple[str, ...] | None = None
     permitted: tuple[str, ...] | None = None
     ambient: tuple[str, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -136,7 +132,8 @@ class POSIXRlimit:
     type: str
     hard: int
     soft: int
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -154,7 +151,8 @@ class Scheduler:
     runtime: int | None = None
     deadline: int | None = None
     period: int | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -167,7 +165,8 @@ class LinuxIOPriority:
 
     class_: str = attrs.field(metadata={"wire": "class"})
     priority: int
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -180,7 +179,8 @@ class ExecCPUAffinity:
 
     initial: str | None = None
     final: str | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -210,7 +210,8 @@ class Process:
     exec_cpu_affinity: ExecCPUAffinity | None = attrs.field(
         default=None, metadata={"wire": "execCPUAffinity"}
     )
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -224,7 +225,8 @@ class Hook:
     args: tuple[str, ...] | None = None
     env: tuple[str, ...] | None = None
     timeout: int | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -241,7 +243,8 @@ class Hooks:
     start_container: tuple[Hook, ...] | None = None
     poststart: tuple[Hook, ...] | None = None
     poststop: tuple[Hook, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -267,4 +270,5 @@ class Spec:
     vm: Mapping[str, Any] | None = None
     zos: Mapping[str, Any] | None = None
     freebsd: Mapping[str, Any] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()

@@ -15,6 +15,12 @@ Conventions shared by every class of the model (see also :mod:`._model`):
   implementations MUST ignore unknown properties; criolib keeps them so a document
   another tool wrote comes back unchanged) and explicit JSON ``null`` values of
   optional properties. It is never a property on the wire itself.
+- ``_order`` (private, init name ``_order``) is the object's keys in the order the
+  loaded document had them, so that it is written back in that order, unknown keys
+  in place; properties set later come after them. An object built in code has
+  none and is written in the model's field order. It takes no part in ``==``.
+- ``extra_field()`` and ``order_field()`` below make the two for every class (of
+  :mod:`._model` and :mod:`._state` too).
 """
 
 from __future__ import annotations
@@ -52,13 +58,22 @@ __all__ = [
 ]
 
 
-def _extra() -> Any:
+def extra_field() -> Any:
     """The ``extra`` field every model class ends with (a fresh dict per object).
 
     Left out of the hash (but not of ``==``) so that objects without maps of their own
     (a namespace, a mount, a hook) can go in sets.
     """
     return attrs.field(factory=dict, hash=False)
+
+
+def order_field() -> Any:
+    """The private ``_order`` field after ``extra``: the object's keys as the source had them.
+
+    Only the converter reads and writes it; it takes no part in ``==``, the hash or
+    the repr, and ``attrs.evolve`` carries it over (its init name is ``_order``).
+    """
+    return attrs.field(default=(), eq=False, hash=False, repr=False, alias="_order")
 
 
 # -- namespaces, id mappings, devices -------------------------------------------
@@ -74,7 +89,8 @@ class LinuxNamespace:
 
     type: str
     path: str | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -88,7 +104,8 @@ class LinuxIDMapping:
     container_id: int = attrs.field(metadata={"wire": "containerID"})
     host_id: int = attrs.field(metadata={"wire": "hostID"})
     size: int
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -100,7 +117,8 @@ class LinuxTimeOffset:
 
     secs: int | None = None
     nanosecs: int | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -119,7 +137,8 @@ class LinuxDevice:
     file_mode: int | None = None
     uid: int | None = None
     gid: int | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -131,7 +150,8 @@ class LinuxNetDevice:
     """
 
     name: str | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 # -- cgroup resources ------------------------------------------------------------
@@ -150,7 +170,8 @@ class LinuxDeviceCgroup:
     major: int | None = None
     minor: int | None = None
     access: str | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -172,7 +193,8 @@ class LinuxMemory:
     )
     use_hierarchy: bool | None = None
     check_before_update: bool | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -192,7 +214,8 @@ class LinuxCPU:
     cpus: str | None = None
     mems: str | None = None
     idle: int | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -204,7 +227,8 @@ class LinuxPids:
     """
 
     limit: int | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -218,7 +242,8 @@ class LinuxWeightDevice:
     minor: int
     weight: int | None = None
     leaf_weight: int | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -231,7 +256,8 @@ class LinuxThrottleDevice:
     major: int
     minor: int
     rate: int
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -252,7 +278,8 @@ class LinuxBlockIO:
     throttle_write_iops_device: tuple[LinuxThrottleDevice, ...] | None = attrs.field(
         default=None, metadata={"wire": "throttleWriteIOPSDevice"}
     )
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -264,7 +291,8 @@ class LinuxHugepageLimit:
 
     page_size: str
     limit: int
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -276,7 +304,8 @@ class LinuxInterfacePriority:
 
     name: str
     priority: int
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -288,7 +317,8 @@ class LinuxNetwork:
 
     class_id: int | None = attrs.field(default=None, metadata={"wire": "classID"})
     priorities: tuple[LinuxInterfacePriority, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -300,7 +330,8 @@ class LinuxRdma:
 
     hca_handles: int | None = None
     hca_objects: int | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -320,7 +351,8 @@ class LinuxResources:
     network: LinuxNetwork | None = None
     rdma: Mapping[str, LinuxRdma] | None = None
     unified: Mapping[str, str] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 # -- seccomp ----------------------------------------------------------------------
@@ -337,7 +369,8 @@ class LinuxSeccompArg:
     value: int
     value_two: int | None = None
     op: str
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -351,7 +384,8 @@ class LinuxSyscall:
     action: str
     errno_ret: int | None = None
     args: tuple[LinuxSeccompArg, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -369,7 +403,8 @@ class LinuxSeccomp:
     listener_path: str | None = None
     listener_metadata: str | None = None
     syscalls: tuple[LinuxSyscall, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 # -- other Linux settings ------------------------------------------------------------
@@ -392,7 +427,8 @@ class LinuxIntelRdt:
     enable_cmt: bool | None = attrs.field(default=None, metadata={"wire": "enableCMT"})
     enable_mbm: bool | None = attrs.field(default=None, metadata={"wire": "enableMBM"})
     enable_monitoring: bool | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -404,7 +440,8 @@ class LinuxPersonality:
 
     domain: str
     flags: tuple[str, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -418,7 +455,8 @@ class LinuxMemoryPolicy:
     mode: str
     nodes: str | None = None
     flags: tuple[str, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -445,4 +483,5 @@ class Linux:
     readonly_paths: tuple[str, ...] | None = None
     mount_label: str | None = None
     personality: LinuxPersonality | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()

@@ -31,6 +31,7 @@ from criolib.runtime_spec._errors import (
     ContainerNotFound,
     ExitStatusUnavailable,
     FeaturesUnsupported,
+    InvalidArgument,
     RuntimeCommandError,
     RuntimeSpecError,
     RuntimeTimeout,
@@ -80,6 +81,7 @@ class OCIRuntime(Protocol):
         preserve_fds: int = 0,
         no_pivot: bool = False,
         no_new_keyring: bool = False,
+        timeout: float | None = None,
     ) -> None: ...
 
     def start(self, container_id: str) -> None: ...
@@ -197,9 +199,12 @@ class RuntimeClient(CommandRunner):
         (descriptors or file objects; None is /dev/null) become the container
         process's stdio unless config.json asks for a terminal, which then goes to
         ``console_socket``. ``preserve_fds`` passes this process's descriptors
-        3..3+N-1 on. ``pid_file`` receives the init's host pid. Raises
-        :class:`ContainerExists`, :class:`PrivilegeError` (with the reason),
-        :class:`BundleNotFound` or :class:`RuntimeCommandError`.
+        3..3+N-1 on. ``pid_file`` receives the init's host pid. ``timeout``
+        (default: the client's) bounds the runtime's ``create``; past it the runtime
+        is killed, the half-made container deleted and :class:`RuntimeTimeout`
+        raised. Raises :class:`ContainerExists`, :class:`PrivilegeError` (with the
+        reason), :class:`BundleNotFound`, :class:`InvalidArgument` (a bad id or
+        ``preserve_fds``) or :class:`RuntimeCommandError`.
         """
         check_id(container_id)
         bundle_path = check_bundle(bundle)
@@ -245,9 +250,10 @@ class RuntimeClient(CommandRunner):
         runtime-spec v1.2 runtime.md "Kill"; ``all`` signals every process of the
         container (``--all``), not just its init.
         """
-        number = signal_arg(signal)
+        check_id(container_id)
+        number = signal_arg(signal, container_id=container_id)
         args = ["--all"] if all else []
-        self._control("kill", container_id, *args, check_id(container_id), number)
+        self._control("kill", container_id, *args, container_id, number)
 
     def delete(self, container_id: str, *, force: bool = False) -> None:
         """Delete stopped (or created) container ``container_id``.
@@ -299,8 +305,11 @@ class RuntimeClient(CommandRunner):
                 tail: builtins.list[str] = []
             else:
                 tail = [os.fspath(a) for a in process]
-                if not tail or tail[0].startswith("-"):
-                    raise ValueError(f"exec needs a program, not {process!r}")
+                if not tail or not tail[0] or tail[0].startswith("-"):
+                    raise InvalidArgument(
+                        f"{self._name} exec in container {container_id!r} needs a program "
+                        f"as the first argument (not empty, not starting with '-'), "
+                        f"not {process!r}")
                 args += ["--tty"] if tty else []
             pid_path = Path(os.path.abspath(pid_file)) if pid_file is not None else None
             if pid_path is None and (detach or timeout is not None):

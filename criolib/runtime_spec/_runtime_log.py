@@ -28,11 +28,11 @@ from criolib.runtime_spec._errors import (
     PrivilegeError,
     RuntimeCommandError,
 )
+from criolib.runtime_spec._hostcaps import has_cap_sys_resource
 
 __all__ = ["LogRecord", "LogTap", "diagnose", "error_messages", "parse_log"]
 
 _ERROR_LEVELS = frozenset({"error", "fatal", "panic"})
-_CAP_SYS_RESOURCE = 24
 
 
 @attrs.frozen
@@ -85,21 +85,20 @@ _NOT_FOUND = re.compile(
 # runc: "container with given ID already exists"; crun: "container `ID` already exists".
 _EXISTS = re.compile(r"container with given ID already exists|container `[^`]*` already exists")
 
+# runc: "systemd not running on this host, cannot use systemd cgroups manager";
+# crun: "cannot open sd-bus: No such file or directory".
+_NO_SYSTEMD = re.compile(r"systemd not running|cannot open sd-bus")
+_SYSTEMD_HINT = (
+    "the systemd cgroup manager (--systemd-cgroup) needs a running systemd to talk to "
+    "over D-Bus, and this host runs none; use the cgroupfs manager instead "
+    "(RuntimeClient(systemd_cgroup=False), the default, with a cgroupsPath like "
+    "/criolib/<id> rather than slice:prefix:name)")
+
 _OOM_SCORE = re.compile(r"oom_score_adj.*Permission denied", re.IGNORECASE)
 # runc: "error setting rlimit type 7: operation not permitted";
 # crun: "setrlimit `RLIMIT_NOFILE`: Operation not permitted".
 _RLIMIT_RUNC = re.compile(r"rlimit type (\d+): operation not permitted", re.IGNORECASE)
 _RLIMIT_CRUN = re.compile(r"setrlimit `?(RLIMIT_[A-Z_]+)`?: Operation not permitted")
-
-
-def _has_cap_sys_resource() -> bool:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
-    except (OSError, ValueError):
-        pass
-    return False
 
 
 def _rlimit_names() -> dict[int, str]:
@@ -129,7 +128,7 @@ def _oom_hint(bundle: Path | None) -> str:
         current = "the current value"
     asked = _config_process(bundle).get("oomScoreAdj")
     asked_text = f" (the config asks for {asked})" if asked is not None else ""
-    if _has_cap_sys_resource():
+    if has_cap_sys_resource():
         who = ("this process holds CAP_SYS_RESOURCE, yet the kernel refused the runtime "
                "(a user namespace or security module may withhold it)")
     else:
@@ -149,7 +148,7 @@ def _rlimit_hint(name: str, bundle: Path | None) -> str:
     if isinstance(number, int):
         hard = resource.getrlimit(number)[1]
         held = f" of {'unlimited' if hard == resource.RLIM_INFINITY else hard}"
-    cap = ("which this process holds, yet the kernel refused" if _has_cap_sys_resource()
+    cap = ("which this process holds, yet the kernel refused" if has_cap_sys_resource()
            else "which this process lacks")
     return (f"the runtime could not set {name}{asked}: an rlimit cannot be raised above "
             f"the caller's hard limit{held} without CAP_SYS_RESOURCE, {cap}; lower "
@@ -199,6 +198,8 @@ def diagnose(
         cls = ContainerExists
     elif _OOM_SCORE.search(said):
         cls, hint = PrivilegeError, _oom_hint(bundle)
+    elif _NO_SYSTEMD.search(said) and "--systemd-cgroup" in argv:
+        hint = _SYSTEMD_HINT
     elif rlimit or rlimit_runc:
         name = (rlimit.group(1) if rlimit
                 else _rlimit_names().get(int(rlimit_runc.group(1)) if rlimit_runc else -1,

@@ -39,6 +39,7 @@ from criolib.errors import ExecError, ExecTimeout
 from criolib.runtime_spec._errors import (
     BundleNotFound,
     ExitStatusUnavailable,
+    InvalidArgument,
     RuntimeNotFound,
     RuntimeTimeout,
 )
@@ -59,6 +60,8 @@ __all__ = [
     "resolve_binary",
     "scratch_base",
     "signal_arg",
+    "signal_name",
+    "signal_number",
     "spawn_and_wait",
     "wait_for_exit",
 ]
@@ -93,44 +96,44 @@ def spawn_and_wait(
     pass_fds: Sequence[int] = (),
     timeout: float | None,
     on_timeout: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    what: str | None = None,
 ) -> int | None:
     """Run a runtime command whose stdio is the container's, and wait for it.
 
-    ``stdin``/``stdout``/``stderr`` go to the runtime untouched (None is
-    /dev/null): runc and crun pass their own stdio on to the container process.
-    The runtime starts a session of its own, so a Ctrl-C meant for the caller
-    does not reach it or the container. Waiting blocks on a pidfd in a selector
-    (no sleep-polling, MACHINE-NOTES.md). When ``timeout`` runs out,
+    Started by :func:`criolib._exec.spawn`, the audited helper. ``stdin``/
+    ``stdout``/``stderr`` go to the runtime untouched (None is /dev/null): runc
+    and crun pass their own stdio on to the container process. The runtime starts
+    a session of its own, so a Ctrl-C meant for the caller does not reach it or
+    the container; it gets no parent-death signal (it must outlive nothing, and a
+    ``preexec_fn`` would cost the fast vfork path). Waiting blocks on a pidfd in
+    a selector (no sleep-polling, MACHINE-NOTES.md). When ``timeout`` runs out,
     ``on_timeout(proc)`` is called (it must make the runtime exit, e.g. by
     killing its process group) and None is returned once the runtime is reaped;
-    otherwise the runtime's return code (negative for a signal).
+    otherwise the runtime's return code (negative for a signal). A runtime that
+    cannot be started raises :class:`~criolib.errors.ExecError`.
     """
     dev = subprocess.DEVNULL
-    proc = subprocess.Popen(
-        list(argv),
+    proc = _exec.spawn(
+        argv,
+        env=env,
         stdin=dev if stdin is None else stdin,
         stdout=dev if stdout is None else stdout,
         stderr=dev if stderr is None else stderr,
-        env=dict(env),
-        pass_fds=tuple(pass_fds),
-        start_new_session=True,
+        pass_fds=pass_fds,
+        pdeathsig=None,
+        new_session=True,
+        what=what,
     )
     if timeout is None:
         return proc.wait()  # blocks in waitpid(2); no polling without a timeout
-    pidfd = os.pidfd_open(proc.pid)
-    try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(pidfd, selectors.EVENT_READ)
-            if sel.select(timeout):
-                return proc.wait()
-        if on_timeout is not None:
-            on_timeout(proc)
-        else:
-            _kill_group(proc.pid)
-        proc.wait()
-        return None
-    finally:
-        os.close(pidfd)
+    if _exec.wait_exit(proc, timeout):
+        return proc.returncode
+    if on_timeout is not None:
+        on_timeout(proc)
+    else:
+        _kill_group(proc.pid)
+    proc.wait()
+    return None
 
 
 def _kill_group(pgid: int) -> None:
@@ -265,35 +268,60 @@ def resolve_binary(binary: str | os.PathLike[str]) -> Path:
 
 
 def check_id(container_id: str) -> str:
-    """``container_id``, unless it is empty or starts with "-".
+    """``container_id``, unless it is empty, not a string, or starts with "-".
 
     A leading "-" would be read as an option by both runtimes' parsers; the
-    runtimes check the rest (runc: ``^[\\w+-.]+$``).
+    runtimes check the rest (runc: ``^[\\w+-.]+$``). Raises :class:`InvalidArgument`.
     """
-    if not container_id or container_id.startswith("-"):
-        raise ValueError(f"invalid container id {container_id!r}")
+    if not isinstance(container_id, str) or not container_id or container_id.startswith("-"):
+        raise InvalidArgument(
+            f"invalid container id {container_id!r}: it must be a non-empty string not "
+            "starting with '-' (the runtime would read it as an option)")
     return container_id
 
 
-def signal_arg(sig: str | int) -> str:
-    """``sig`` as the decimal number both runtimes accept (names differ between them)."""
+def signal_number(sig: str | int, *, container_id: str | None = None) -> int:
+    """``sig`` (``"SIGTERM"``, ``"term"``, ``"15"``, ``15``, ``"SIGRTMIN+3"``) as a number.
+
+    signal(7) names with or without ``SIG``, and numbers from 1 to SIGRTMAX.
+    Raises :class:`InvalidArgument` (naming ``container_id`` when given) otherwise.
+    """
+    where = f"container {container_id!r}: " if container_id else ""
+    number: int | None = None
     if isinstance(sig, int) and not isinstance(sig, bool):
-        return str(int(sig))
-    if not isinstance(sig, str):
-        raise TypeError(f"signal must be a name or a number, not {sig!r}")
-    text = sig.strip().upper()
-    if text.isdigit():
-        return text
-    name = text if text.startswith("SIG") else f"SIG{text}"
-    rt = re.fullmatch(r"SIGRT(MIN|MAX)(?:([+-])(\d+))?", name)
-    if rt:
-        base = signal.SIGRTMIN if rt.group(1) == "MIN" else signal.SIGRTMAX
-        offset = int(rt.group(3) or 0) * (-1 if rt.group(2) == "-" else 1)
-        return str(int(base) + offset)
+        number = int(sig)
+    elif isinstance(sig, str):
+        text = sig.strip().upper()
+        name = text if text.startswith("SIG") else f"SIG{text}"
+        rt = re.fullmatch(r"SIGRT(MIN|MAX)(?:([+-])(\d+))?", name)
+        if text.isdigit():
+            number = int(text)
+        elif rt:
+            base = signal.SIGRTMIN if rt.group(1) == "MIN" else signal.SIGRTMAX
+            number = int(base) + int(rt.group(3) or 0) * (-1 if rt.group(2) == "-" else 1)
+        elif name in signal.Signals.__members__:
+            number = int(signal.Signals[name])
+    if number is None or not 1 <= number <= int(signal.SIGRTMAX):
+        raise InvalidArgument(
+            f"{where}unknown signal {sig!r}: give a name such as 'SIGTERM' or 'TERM', or a "
+            f"number from 1 to {int(signal.SIGRTMAX)}")
+    return number
+
+
+def signal_name(number: int) -> str:
+    """The canonical name of signal ``number``: ``"SIGTERM"``, ``"SIGRTMIN+3"``."""
+    low, high = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
+    if low < number < high:
+        return f"SIGRTMIN+{number - low}"
     try:
-        return str(signal.Signals[name].value)
-    except KeyError:
-        raise ValueError(f"unknown signal {sig!r}") from None
+        return signal.Signals(number).name
+    except ValueError:  # 32 and 33: real-time signals glibc keeps for itself
+        return str(number)
+
+
+def signal_arg(sig: str | int, *, container_id: str | None = None) -> str:
+    """``sig`` as the decimal number both runtimes accept (names differ between them)."""
+    return str(signal_number(sig, container_id=container_id))
 
 
 def scratch_base() -> str | None:
@@ -340,8 +368,8 @@ class CommandRunner:
         env: Mapping[str, str] | None = None,
     ) -> None:
         if log_format != "json":
-            raise ValueError(f"log_format must be 'json' (the client reads the log), "
-                             f"not {log_format!r}")
+            raise InvalidArgument(f"log_format must be 'json' (the client reads the "
+                                  f"runtime's log), not {log_format!r}")
         self._path = resolve_binary(binary)
         self._name = Path(os.fspath(binary)).name
         self._crun_like = self._name in ("crun", "krun")
@@ -510,8 +538,10 @@ class CommandRunner:
         Raises :class:`RuntimeTimeout` after killing the runtime's process group
         (and the process it started, named in ``pid_file``) when ``timeout`` runs out.
         """
-        if preserve_fds < 0:
-            raise ValueError(f"preserve_fds must be >= 0, not {preserve_fds}")
+        if isinstance(preserve_fds, bool) or not isinstance(preserve_fds, int) or (
+                preserve_fds < 0):
+            raise InvalidArgument(f"{self._name} {operation} of container {container_id!r}: "
+                                  f"preserve_fds must be an integer >= 0, not {preserve_fds!r}")
         tap = self._tap(needed=True)
         assert tap is not None
         argv = self._argv(tap, *args)
@@ -530,10 +560,15 @@ class CommandRunner:
             try:
                 returncode = spawn_and_wait(
                     argv, env=self._env, stdin=stdin, stdout=stdout, stderr=stderr,
-                    pass_fds=range(3, 3 + preserve_fds), timeout=timeout, on_timeout=kill)
-            except OSError as exc:
-                raise RuntimeNotFound(f"{self._name} {operation}: cannot run "
-                                      f"{self._path}: {exc.strerror or exc}") from exc
+                    pass_fds=range(3, 3 + preserve_fds), timeout=timeout, on_timeout=kill,
+                    what=f"{self._name} {operation}")
+            except ExecError as exc:
+                cause = exc.__cause__
+                why = (cause.strerror if isinstance(cause, OSError) and cause.strerror
+                       else str(exc))
+                raise RuntimeNotFound(f"{self._name} {operation} of container "
+                                      f"{container_id!r}: cannot run {self._path}: {why}"
+                                      ) from exc
             if returncode is None:
                 raise self._timed_out(operation, container_id, argv, timeout)
             records = tap.read() if returncode != 0 or self._debug else []

@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from criolib.runtime_spec._model_linux import extra_field, order_field
+
 __all__ = [
     "STATUS_CREATED",
     "STATUS_CREATING",
@@ -44,15 +46,6 @@ STATUS_RUNNING = "running"
 STATUS_STOPPED = "stopped"
 
 
-def _extra() -> Any:
-    """The ``extra`` field every model class ends with (a fresh dict per object).
-
-    Left out of the hash (but not of ``==``) so that objects without maps of their own
-    (a namespace, a mount, a hook) can go in sets.
-    """
-    return attrs.field(factory=dict, hash=False)
-
-
 @attrs.frozen(kw_only=True)
 class State:
     """The state of a container as a runtime reports it.
@@ -68,7 +61,8 @@ class State:
     pid: int | None = None
     bundle: str
     annotations: Mapping[str, str] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 # -- features.md ------------------------------------------------------------------
@@ -86,7 +80,8 @@ class CgroupFeatures:
     systemd: bool | None = None
     systemd_user: bool | None = None
     rdma: bool | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -102,7 +97,8 @@ class SeccompFeatures:
     archs: tuple[str, ...] | None = None
     known_flags: tuple[str, ...] | None = None
     supported_flags: tuple[str, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -113,7 +109,8 @@ class AppArmorFeatures:
     """
 
     enabled: bool | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -124,7 +121,8 @@ class SELinuxFeatures:
     """
 
     enabled: bool | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -138,7 +136,8 @@ class IntelRdtFeatures:
     enabled: bool | None = None
     schemata: bool | None = None
     monitoring: bool | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -150,7 +149,8 @@ class MemoryPolicyFeatures:
 
     modes: tuple[str, ...] | None = None
     flags: tuple[str, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -161,7 +161,8 @@ class IDMapFeatures:
     """
 
     enabled: bool | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -172,7 +173,8 @@ class MountExtensionsFeatures:
     """
 
     idmap: IDMapFeatures | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -183,7 +185,8 @@ class NetDevicesFeatures:
     """
 
     enabled: bool | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -203,7 +206,8 @@ class LinuxFeatures:
     memory_policy: MemoryPolicyFeatures | None = None
     mount_extensions: MountExtensionsFeatures | None = None
     net_devices: NetDevicesFeatures | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -221,4 +225,5 @@ class Features:
     linux: LinuxFeatures | None = None
     annotations: Mapping[str, str] | None = None
     potentially_unsafe_config_annotations: tuple[str, ...] | None = None
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra_field()
+    _order: tuple[str, ...] = order_field()

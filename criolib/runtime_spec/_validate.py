@@ -9,8 +9,14 @@ cannot say (absolute paths, uniqueness, namespaces a setting needs, the root
 filesystem, this host's limits).
 
 :func:`validate` never raises on bad input, whatever its shape: it returns every
-problem at once, sorted by JSON path. :func:`check` raises :class:`InvalidSpec`
-when any of them is an error. Nothing in criolib validates implicitly.
+problem at once, sorted by JSON path. What is not JSON at all (a NaN, a key that is
+not a string, a Python object, a cycle) is an error wherever it is, unknown
+properties included, so that a config without errors always loads with
+:func:`load_spec`: the schemas require what the typed model requires (``process.user``
+on POSIX platforms, the v1.3 objects it reads), with the one exception of a Windows
+``process.user`` without ``uid`` and ``gid``, which the model cannot hold.
+:func:`check` raises :class:`InvalidSpec` when any of them is an error. Nothing in
+criolib validates implicitly.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -82,8 +88,11 @@ def validate(
             config = spec_to_dict(config)  # type: ignore[arg-type]
         except Exception as exc:  # a Spec built by hand can hold anything
             return [Problem("$", f"the Spec cannot be converted to JSON: {exc}")]
-    doc = _tame(config)
+    wild, odd = _scan(config)
+    doc = _tame(config) if wild else config
     found: list[tuple[Loc, Severity, str]] = list(_schema_problems(doc))
+    if odd:
+        found.extend(_not_json(doc, {loc for loc, sev, _ in found if sev == "error"}))
     if isinstance(doc, Mapping):
         ctx = Ctx(doc)
         _validate_rules.check_all(ctx)
@@ -304,7 +313,7 @@ class _DeepDict(dict[Any, Any]):
 
 
 def _tame(doc: object) -> object:
-    """``doc``, or a copy of it that every message can print.
+    """A copy of ``doc`` that every message can print.
 
     Python refuses to turn an int of more than 4300 digits into text, and repr()
     of a value nested a thousand deep exhausts the stack; jsonschema's messages
@@ -313,8 +322,6 @@ def _tame(doc: object) -> object:
     shared or cyclic members (a Mapping built in Python may have them) are copied
     once.
     """
-    if not _is_wild(doc):
-        return doc
     memo: dict[int, Any] = {}
     work: list[tuple[Any, Any, int]] = []
 
@@ -340,19 +347,77 @@ def _tame(doc: object) -> object:
     return root
 
 
-def _is_wild(doc: object) -> bool:
+def _scan(doc: object) -> tuple[bool, bool]:
+    """Whether ``doc`` is wild (see :func:`_tame`) and whether it may hold non-JSON.
+
+    One pass over every node, the common checks inline (a seccomp profile is hundreds
+    of strings); "may", because a member seen twice may be shared rather than a cycle,
+    which :func:`_not_json` tells apart.
+    """
+    wild = odd = False
     seen: set[int] = set()
-    stack: list[tuple[int, object]] = [(0, doc)]
+    stack: list[tuple[Any, int]] = [([doc], -1)]
     while stack:
-        depth, node = stack.pop()
-        if isinstance(node, Mapping | list | tuple):
-            if id(node) in seen:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            odd = True
+            continue
+        seen.add(id(node))
+        wild = wild or depth >= _MAX_DEPTH
+        if isinstance(node, Mapping):
+            odd = odd or any(type(key) is not str for key in node)
+            node = node.values()
+        for value in node:
+            kind = type(value)
+            if kind is str or kind is bool or value is None:
                 continue
-            if depth >= _MAX_DEPTH:
-                return True
-            seen.add(id(node))
-            members = node.values() if isinstance(node, Mapping) else node
-            stack.extend((depth + 1, v) for v in members)
-        elif is_huge(node) and not isinstance(node, _HugeInt):
-            return True
-    return False
+            if kind is dict or kind is list or isinstance(value, Mapping | list | tuple):
+                stack.append((value, depth + 1))
+            elif kind is int:
+                wild = wild or value.bit_length() > _HUGE_BITS
+            else:
+                wild = wild or (is_huge(value) and not isinstance(value, _HugeInt))
+                odd = odd or _not_json_scalar(value) is not None
+    return wild, odd
+
+
+def _not_json_scalar(value: object) -> str | None:
+    if isinstance(value, float):
+        return None if value - value == 0 else f"{value} is not a JSON number"
+    if value is None or isinstance(value, str | int):
+        return None
+    return f"a Python {type(value).__name__} is not a JSON value"
+
+
+def _not_json(doc: object, errors: set[Loc]) -> Iterator[tuple[Loc, Severity, str]]:
+    """What in ``doc`` JSON cannot hold, except where an error is already reported.
+
+    config.md: the configuration is a JSON document. Depth first with the path of
+    open containers, so that a member shared by two parents is not taken for a cycle.
+    """
+    open_: set[int] = set()
+    stack: list[tuple[Loc, Any, bool]] = [((), doc, False)]
+    while stack:
+        loc, node, leaving = stack.pop()
+        if leaving:
+            open_.discard(id(node))
+        elif any(loc[:end] in errors for end in range(len(loc) + 1)):
+            continue
+        elif not isinstance(node, Mapping | list | tuple):
+            problem = _not_json_scalar(node)
+            if problem is not None:
+                yield loc, "error", problem
+        elif id(node) in open_:
+            yield loc, "error", "holds itself: a cycle is not JSON"
+        else:
+            open_.add(id(node))
+            stack.append((loc, node, True))
+            is_object = isinstance(node, Mapping)
+            members: Iterable[tuple[Any, Any]] = (
+                node.items() if isinstance(node, Mapping) else enumerate(node))
+            for key, value in members:
+                if is_object and not isinstance(key, str):
+                    yield loc, "error", (f"key {show(key)} is not a string: JSON object "
+                                         "keys are strings")
+                else:
+                    stack.append(((*loc, key), value, False))

@@ -10,7 +10,11 @@ Host checks are the things that pass on paper and fail in the runtime: rlimits
 above this process's hard limits and an oom_score_adj below its own need
 CAP_SYS_RESOURCE (which this project's machines lack, see MACHINE-NOTES.md);
 namespace and hook paths must exist here; runc refuses net.* sysctls in the
-host's network namespace.
+host's network namespace. An AppArmor profile (config.md, Linux Process
+``apparmorProfile``) or SELinux labels (``process.selinuxLabel``,
+config-linux.md ``mountLabel``) on a host without that security module are
+warnings: depending on the runtime and the field, they fail the container or are
+silently not applied, and neither is what the config asks for.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from criolib._securejoin import secure_join
+from criolib.runtime_spec._hostcaps import has_cap_sys_resource as _has_cap_sys_resource
 from criolib.runtime_spec._validate_linux import sysctl_namespace
 from criolib.runtime_spec._validate_rules import (
     HOOK_KINDS,
@@ -41,8 +46,11 @@ from criolib.runtime_spec._validate_rules import (
 
 __all__ = ["check_host", "check_rootfs"]
 
-_CAP_SYS_RESOURCE = 24
 _UINT64_MAX = (1 << 64) - 1
+#: Present when the kernel runs AppArmor (securityfs), as runc's apparmor.IsEnabled reads.
+APPARMOR_DIR = "/sys/kernel/security/apparmor"
+#: selinuxfs, mounted when the kernel runs SELinux.
+SELINUX_DIR = "/sys/fs/selinux"
 
 
 def check_rootfs(ctx: Ctx, rootfs: Path) -> None:
@@ -155,6 +163,8 @@ def check_host(ctx: Ctx) -> None:
             ctx.error(("linux", "namespaces", index, "path"),
                       f"{path} does not exist on this host")
     _host_netns_sysctls(ctx)
+    if ctx.is_linux:
+        _security_modules(ctx, proc)
     hooks = obj(ctx.doc.get("hooks"))
     for kind in HOOK_KINDS:
         if kind == "startContainer" or hooks is None:
@@ -169,15 +179,19 @@ def check_host(ctx: Ctx) -> None:
                 ctx.error(("hooks", kind, index, "path"), f"{path} is not executable")
 
 
-def _has_cap_sys_resource() -> bool:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
+def _security_modules(ctx: Ctx, proc: Mapping[str, Any] | None) -> None:
+    labels: list[tuple[Loc, str | None, str, str]] = [
+        (("process", "apparmorProfile"), string(proc.get("apparmorProfile")) if proc else None,
+         "AppArmor", APPARMOR_DIR),
+        (("process", "selinuxLabel"), string(proc.get("selinuxLabel")) if proc else None,
+         "SELinux", SELINUX_DIR),
+        (("linux", "mountLabel"), string(ctx.linux.get("mountLabel")) if ctx.linux else None,
+         "SELinux", SELINUX_DIR),
+    ]
+    for loc, value, module, marker in labels:
+        if value and not os.path.isdir(marker):
+            ctx.warn(loc, f"this host does not run {module} ({marker} is absent): the "
+                     "runtime cannot apply it, and fails or goes on without it")
 
 
 def _rlimits(ctx: Ctx, proc: Mapping[str, Any]) -> None:

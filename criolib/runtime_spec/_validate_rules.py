@@ -5,6 +5,16 @@ Linux mount options and idmapped mounts), process (POSIX rlimits, Linux
 capabilities, scheduler, CPU affinity), hostname and domainname, hooks. The
 JSON Schema has already reported wrong types; every rule here looks only at the
 parts that have the right shape, so any input, however broken, is safe.
+
+Two deliberate warnings rather than errors:
+
+- A relative mount ``destination`` on Linux. v1.0 said it MUST be absolute; since
+  v1.1 config.md lets Linux take it as relative to ``/`` (deprecated; runc and crun
+  do so), so it loads and runs. On other POSIX platforms it is still an error.
+- A ``CAP_`` name outside linux/capability.h as this validator knows it. Since v1.1
+  config.md says a runtime MUST log capabilities it cannot map or grant and SHOULD
+  NOT fail (a newer kernel's capability on an older host); a name not shaped like
+  ``CAP_...`` is an error.
 """
 
 from __future__ import annotations

@@ -1,14 +1,145 @@
-"""criolib.storage: layers, images and containers on disk.
+"""criolib.storage: layers, images and containers on disk (containers/storage).
 
-See docs/storage.md.
+- :class:`Store`, the front door: layers (content-addressed, parent chains,
+  stored once), images (names, digests, big data), containers (a read-write layer
+  and a directory each), mounts with reference counts, one cross-process lock
+  and crash-safe metadata. :meth:`Store.from_config` reads storage.conf
+  (:class:`StorageConfig`).
+- :func:`check`, :func:`repair`, :func:`gc` and :func:`disk_usage` keep it healthy.
+- The graph drivers (:class:`GraphDriver`, :func:`get_driver`, ``overlay`` and
+  ``vfs``) and the layer tarball engine (:func:`apply_layer`, :func:`export_layer`).
+
+Every error is a :class:`StorageError`. See docs/storage.md.
 """
 
 from __future__ import annotations
 
 import logging
 
-from criolib.storage._errors import StorageError
+from criolib.storage._archive import (
+    OPAQUE_XATTR,
+    ApplyResult,
+    Compression,
+    WhiteoutMode,
+    apply_layer,
+    detect_compression,
+    export_layer,
+)
+from criolib.storage._check import (
+    CheckReport,
+    ContainerUsage,
+    DiskUsage,
+    ImageUsage,
+    LayerUsage,
+    Problem,
+    check,
+    disk_usage,
+    gc,
+    repair,
+)
+from criolib.storage._conf import StorageConfig
+from criolib.storage._containers import Container, ContainerStore
+from criolib.storage._drivers import (
+    ENTRY_POINT_GROUP,
+    DriverFactory,
+    GraphDriver,
+    OverlayDriver,
+    VFSDriver,
+    driver_names,
+    get_driver,
+    register_driver,
+)
+from criolib.storage._errors import (
+    AmbiguousID,
+    ConfigError,
+    ContainerUnknown,
+    DigestMismatch,
+    DriverError,
+    DriverUnknown,
+    DriverUnsupported,
+    DuplicateDriver,
+    IDConflict,
+    ImageInUse,
+    ImageUnknown,
+    InvalidDriverOption,
+    InvalidLayerID,
+    LayerExists,
+    LayerFormatError,
+    LayerInUse,
+    LayerIOError,
+    LayerUnknown,
+    LockTimeout,
+    MountError,
+    NameConflict,
+    StorageError,
+    StoreCorrupt,
+    UnsafeArchive,
+)
+from criolib.storage._images import Image, ImageStore
+from criolib.storage._layers import Layer, LayerStore, layer_id_for
+from criolib.storage._lock import StoreLock
+from criolib.storage._store import Store
 
 logging.getLogger("criolib.storage").addHandler(logging.NullHandler())
 
-__all__ = ["StorageError"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "OPAQUE_XATTR",
+    "AmbiguousID",
+    "ApplyResult",
+    "CheckReport",
+    "Compression",
+    "ConfigError",
+    "Container",
+    "ContainerStore",
+    "ContainerUnknown",
+    "ContainerUsage",
+    "DigestMismatch",
+    "DiskUsage",
+    "DriverError",
+    "DriverFactory",
+    "DriverUnknown",
+    "DriverUnsupported",
+    "DuplicateDriver",
+    "GraphDriver",
+    "IDConflict",
+    "Image",
+    "ImageInUse",
+    "ImageStore",
+    "ImageUnknown",
+    "ImageUsage",
+    "InvalidDriverOption",
+    "InvalidLayerID",
+    "Layer",
+    "LayerExists",
+    "LayerFormatError",
+    "LayerIOError",
+    "LayerInUse",
+    "LayerStore",
+    "LayerUnknown",
+    "LayerUsage",
+    "LockTimeout",
+    "MountError",
+    "NameConflict",
+    "OverlayDriver",
+    "Problem",
+    "StorageConfig",
+    "StorageError",
+    "Store",
+    "StoreCorrupt",
+    "StoreLock",
+    "UnsafeArchive",
+    "VFSDriver",
+    "WhiteoutMode",
+    "apply_layer",
+    "check",
+    "detect_compression",
+    "disk_usage",
+    "driver_names",
+    "export_layer",
+    "gc",
+    "get_driver",
+    "layer_id_for",
+    "register_driver",
+    "repair",
+]

@@ -5,11 +5,13 @@ in criolib imports it but tests. It has one section per package; each document t
 comes as a strategy of wire-form dicts (``spec_dicts``: what a tool would write as
 JSON) and of model objects (``specs``).
 
-The dicts are *valid-shaped*: every property has the JSON type the spec gives it,
-REQUIRED properties are present, enum-like strings are drawn from the spec's lists,
-and objects at every depth may carry unknown vendor properties (``x-...`` keys with
-arbitrary JSON values) to exercise the round trip. They are not promised to be
-semantically valid (a hook ``path`` may be relative, a quota smaller than a burst).
+The dicts of ``spec_dicts`` are *valid-shaped*: every property has the JSON type the
+spec gives it, REQUIRED properties are present, enum-like strings are drawn from the
+spec's lists, and objects at every depth may carry unknown vendor properties (``x-...``
+keys with arbitrary JSON values) to exercise the round trip. They are not promised to
+be semantically valid (a hook ``path`` may be relative, a quota smaller than a burst).
+Those of ``valid_spec_dicts`` are: :func:`~criolib.runtime_spec.validate` finds no
+error in them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "state_dicts",
     "states",
     "unknown_keys",
+    "valid_spec_dicts",
 ]
 
 Strategy = st.SearchStrategy
@@ -258,6 +261,250 @@ def spec_dicts() -> Strategy[dict[str, Any]]:
 def specs() -> Strategy[Spec]:
     """:class:`~criolib.runtime_spec.Spec` objects, loaded from :func:`spec_dicts`."""
     return spec_dicts().map(spec_from_dict)
+
+
+# -- criolib.runtime_spec: config.json that validate() passes --------------------------
+
+#: linux/capability.h, CAP_CHOWN (0) to CAP_CHECKPOINT_RESTORE (40).
+_ALL_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+_RLIMITS = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE",
+            "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS", "RLIMIT_NICE")
+_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_word = st.text("abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=8)
+_env_name = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ_", min_size=1, max_size=8)
+_abs_paths = st.lists(_word, min_size=1, max_size=3).map(lambda p: "/" + "/".join(p))
+_cpu_lists = st.lists(st.integers(0, 63), min_size=1, max_size=4, unique=True).map(
+    lambda cpus: ",".join(map(str, sorted(cpus))))
+
+
+def _valid_base() -> dict[str, Any]:
+    """A config every runtime runs, in the shape ``runc spec`` writes."""
+    caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    return {
+        "ociVersion": "1.2.0",
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
+                    "env": [_PATH_ENV, "TERM=xterm"], "cwd": "/",
+                    "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                    "noNewPrivileges": True},
+        "root": {"path": "rootfs", "readonly": True},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+        ],
+        "linux": {"resources": {"devices": [{"allow": False, "access": "rwm"}]},
+                  "maskedPaths": ["/proc/kcore", "/sys/firmware"],
+                  "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"]},
+    }
+
+
+def _maybe(draw: Any, value: Strategy[Any]) -> Any:
+    return draw(value) if draw(st.booleans()) else None
+
+
+@st.composite
+def _valid_process(draw: Any) -> dict[str, Any]:
+    proc: dict[str, Any] = _valid_base()["process"]
+    user: dict[str, Any] = {"uid": draw(_u32), "gid": draw(_u32)}
+    if draw(st.booleans()):
+        user["additionalGids"] = draw(_list(_u32))
+    if draw(st.booleans()):
+        user["umask"] = draw(st.integers(0, 0o777))
+    proc["user"] = user
+    proc["args"] = [draw(_abs_paths | _word), *draw(_list(_text))]
+    names = draw(st.lists(_env_name, max_size=4, unique=True).filter(lambda n: "PATH" not in n))
+    proc["env"] = [_PATH_ENV] + [f"{n}={draw(_text.filter(lambda t: chr(0) not in t))}"
+                                 for n in names]
+    proc["cwd"] = draw(_abs_paths | st.just("/"))
+    permitted = draw(st.lists(st.sampled_from(_ALL_CAPS), max_size=6, unique=True))
+    inheritable = draw(st.lists(st.sampled_from(_ALL_CAPS), max_size=4, unique=True))
+    both = [c for c in permitted if c in inheritable]
+    proc["capabilities"] = {
+        "bounding": draw(st.lists(st.sampled_from(_ALL_CAPS), max_size=6, unique=True)),
+        "permitted": permitted,
+        "effective": [c for c in permitted if draw(st.booleans())],
+        "inheritable": inheritable,
+        "ambient": [c for c in both if draw(st.booleans())],
+    }
+    kinds = draw(st.lists(st.sampled_from(_RLIMITS), max_size=3, unique=True))
+    proc["rlimits"] = [{"type": kind, "hard": hard, "soft": draw(st.integers(0, hard))}
+                       for kind in kinds for hard in [draw(_u64)]]
+    optional = {
+        "oomScoreAdj": st.integers(-1000, 1000), "apparmorProfile": _word,
+        "selinuxLabel": st.just("system_u:system_r:container_t:s0:c1,c2"),
+        "ioPriority": st.fixed_dictionaries({
+            "class": st.sampled_from(("IOPRIO_CLASS_RT", "IOPRIO_CLASS_BE",
+                                      "IOPRIO_CLASS_IDLE")),
+            "priority": st.integers(0, 7)}),
+        "scheduler": st.sampled_from(("SCHED_FIFO", "SCHED_RR")).flatmap(
+            lambda p: st.fixed_dictionaries({"policy": st.just(p),
+                                             "priority": st.integers(1, 99)}))
+        | st.fixed_dictionaries({"policy": st.sampled_from(("SCHED_OTHER", "SCHED_BATCH")),
+                                 "nice": st.integers(-20, 19)}),
+        "execCPUAffinity": st.fixed_dictionaries({}, optional={"initial": _cpu_lists,
+                                                               "final": _cpu_lists}),
+    }
+    for key, strategy in optional.items():
+        value = _maybe(draw, strategy)
+        if value is not None:
+            proc[key] = value
+    return proc
+
+
+@st.composite
+def _valid_mounts(draw: Any) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = _valid_base()["mounts"]
+    for dest in draw(st.lists(_word, max_size=3, unique=True)):
+        mount: dict[str, Any] = {"destination": f"/data/{dest}"}
+        if draw(st.booleans()):
+            mount.update(type="none", source=draw(_abs_paths),
+                         options=[draw(st.sampled_from(("bind", "rbind"))),
+                                  draw(st.sampled_from(("ro", "rw")))])
+        else:
+            mount.update(type="tmpfs", source="tmpfs",
+                         options=draw(st.lists(st.sampled_from(("nosuid", "nodev", "noexec")),
+                                               unique=True)))
+        mounts.append(mount)
+    return mounts
+
+
+@st.composite
+def _valid_linux(draw: Any) -> tuple[dict[str, Any], set[str]]:
+    linux: dict[str, Any] = _valid_base()["linux"]
+    kinds = draw(st.lists(st.sampled_from(("pid", "network", "ipc", "uts", "mount", "cgroup",
+                                           "user", "time")), unique=True))
+    linux["namespaces"] = [{"type": kind} for kind in kinds]
+    if "user" in kinds:
+        size = draw(st.integers(1, 65536))
+        for key in ("uidMappings", "gidMappings"):
+            linux[key] = [{"containerID": 0, "hostID": draw(st.integers(1, 2**31)),
+                           "size": size}]
+    if "time" in kinds and draw(st.booleans()):
+        linux["timeOffsets"] = draw(st.dictionaries(
+            st.sampled_from(("boottime", "monotonic")),
+            st.fixed_dictionaries({"secs": _i64}, optional={"nanosecs": st.integers(0, 10**9 - 1)}),
+            min_size=1))
+    sysctl = {}
+    if "network" in kinds:
+        sysctl.update(draw(st.dictionaries(st.sampled_from(
+            ("net.ipv4.ip_forward", "net.core.somaxconn", "net.ipv4.ping_group_range")),
+            _word, max_size=2)))
+    if "ipc" in kinds:
+        sysctl.update(draw(st.dictionaries(st.sampled_from(
+            ("kernel.shmmax", "kernel.msgmax", "fs.mqueue.msg_max")), _word, max_size=2)))
+    if sysctl:
+        linux["sysctl"] = sysctl
+    resources = linux["resources"]
+    limit = draw(st.integers(1 << 20, 1 << 40))
+    resources["memory"] = {"limit": limit, "reservation": draw(st.integers(0, limit)),
+                           "swap": draw(st.just(-1) | st.integers(limit, 1 << 41)),
+                           "swappiness": draw(st.integers(0, 100))}
+    period = draw(st.integers(1000, 1000000))
+    quota = draw(st.integers(1000, 10**7))
+    resources["cpu"] = {"shares": draw(st.integers(2, 262144)), "quota": quota,
+                        "period": period, "burst": draw(st.integers(0, quota)),
+                        "cpus": draw(_cpu_lists), "mems": "0"}
+    resources["pids"] = {"limit": draw(st.just(-1) | st.integers(1, 2**22))}
+    sizes = draw(st.lists(st.sampled_from(("64KB", "2MB", "1GB")), unique=True))
+    resources["hugepageLimits"] = [{"pageSize": s, "limit": draw(_u64)} for s in sizes]
+    resources["blockIO"] = {"weight": draw(st.integers(10, 1000)),
+                            "weightDevice": [{"major": 8, "minor": 0,
+                                              "weight": draw(st.integers(10, 1000))}]}
+    resources["unified"] = draw(st.dictionaries(st.sampled_from(
+        ("memory.high", "io.max", "cpu.weight")), _word, max_size=2))
+    if draw(st.booleans()):
+        linux["cgroupsPath"] = draw(_abs_paths | _word.map(
+            lambda w: f"kubepods-besteffort.slice:crio:{w}"))
+    linux["devices"] = [
+        {"path": f"/dev/x{index}", "type": "c", "major": 10, "minor": 200 + index,
+         "fileMode": 0o666, "uid": 0, "gid": 0}
+        for index in range(draw(st.integers(0, 2)))]
+    if draw(st.booleans()):
+        linux["seccomp"] = draw(_valid_seccomp())
+    linux["rootfsPropagation"] = draw(st.sampled_from(("private", "rslave", "rshared")))
+    return linux, set(kinds)
+
+
+@st.composite
+def _valid_seccomp(draw: Any) -> dict[str, Any]:
+    seccomp: dict[str, Any] = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+                               "architectures": ["SCMP_ARCH_X86_64"]}
+    names = st.lists(st.sampled_from(("read", "write", "openat", "close", "mmap", "clone",
+                                      "personality", "ptrace")), min_size=1, unique=True)
+    rules = [{"names": draw(names), "action": "SCMP_ACT_ALLOW"}]
+    for _ in range(draw(st.integers(0, 2))):
+        rule: dict[str, Any] = {"names": draw(names), "action": "SCMP_ACT_ERRNO",
+                                "errnoRet": draw(st.integers(1, 4095))}
+        if draw(st.booleans()):
+            rule["args"] = [{"index": draw(st.integers(0, 5)), "value": draw(_u64),
+                             "op": draw(st.sampled_from(_OPS))}]
+        rules.append(rule)
+    seccomp["syscalls"] = rules
+    return seccomp
+
+
+def _shuffled(doc: Any, rnd: Any) -> Any:
+    """``doc`` with the members of every object in a random order."""
+    if isinstance(doc, dict):
+        members = list(doc.items())
+        rnd.shuffle(members)
+        return {key: _shuffled(value, rnd) for key, value in members}
+    if isinstance(doc, list):
+        return [_shuffled(value, rnd) for value in doc]
+    return doc
+
+
+@st.composite
+def valid_spec_dicts(draw: Any) -> dict[str, Any]:
+    """config.json documents that :func:`~criolib.runtime_spec.validate` passes without errors.
+
+    runtime-spec v1.2 config.md and config-linux.md: a valid baseline (the shape
+    ``runc spec`` writes) with random valid changes: namespace subsets (with id
+    mappings for a user namespace, offsets for a time one, a hostname only with a
+    uts one, sysctls only in their namespaces), mounts with absolute destinations,
+    unique rlimits with soft <= hard, known capabilities (effective within
+    permitted, ambient within both permitted and inheritable), NAME=value env
+    entries, cgroup resources within the kernel's ranges, seccomp rules, hooks with
+    absolute paths, annotations and vendor properties, every object's members in a
+    random order. validate() may still warn, never about these choices.
+    """
+    doc = _valid_base()
+    doc["ociVersion"] = draw(st.sampled_from(("1.0.2", "1.1.0", "1.2.0", "1.2.1")))
+    doc["process"] = draw(_valid_process())
+    doc["mounts"] = draw(_valid_mounts())
+    linux, kinds = draw(_valid_linux())
+    doc["linux"] = linux
+    if "uts" in kinds and draw(st.booleans()):
+        doc["hostname"] = draw(_word)
+        doc["domainname"] = draw(st.none() | _word) or "example.test"
+    hook = st.fixed_dictionaries(
+        {"path": _abs_paths},
+        optional={"args": _list(_text), "timeout": st.integers(1, 3600),
+                  "env": st.lists(st.builds("{}={}".format, _env_name, _word), max_size=3,
+                                  unique_by=lambda entry: entry.partition("=")[0])})
+    if draw(st.booleans()):
+        doc["hooks"] = draw(st.dictionaries(st.sampled_from(
+            ("createRuntime", "createContainer", "startContainer", "poststart", "poststop")),
+            _list(hook), max_size=3))
+    if draw(st.booleans()):
+        doc["annotations"] = draw(_annotations)
+    for target in (doc, doc["process"], doc["linux"], doc["linux"]["resources"]):
+        target.update(draw(st.dictionaries(unknown_keys(), json_values(), max_size=1)))
+    shuffled: dict[str, Any] = _shuffled(doc, draw(st.randoms(use_true_random=False)))
+    return shuffled
 
 
 # -- criolib.runtime_spec: state and features ---------------------------------------

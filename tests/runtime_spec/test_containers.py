@@ -18,7 +18,13 @@ from pathlib import Path
 import attrs
 import pytest
 
-from criolib.runtime_spec import Generator, RuntimeClient, _defaults, apply_image_config
+from criolib.runtime_spec import (
+    Generator,
+    RuntimeClient,
+    _defaults,
+    apply_image_config,
+    default_seccomp_profile,
+)
 from criolib.testing import (
     TestImages,
     build_test_images,
@@ -249,12 +255,41 @@ def test_seccomp_rule_blocks_a_syscall(bundle: Bundle) -> None:
 
 def test_privileged_gets_every_capability_the_host_has(bundle: Bundle) -> None:
     r = bundle.sh("cat /proc/self/status; grep ' /sys ' /proc/mounts",
-                  lambda g: g.set_privileged())
+                  lambda g: g.set_privileged().set_privileged())
     with open("/proc/self/status") as f:
         host_bnd = int(_status_field(f.read(), "CapBnd"), 16)
     assert int(_status_field(r.out, "CapEff"), 16) == host_bnd
     assert _status_field(r.out, "Seccomp") == "0"
+    # Privileged implies allowPrivilegeEscalation: no no_new_privs (CRI-O, kubelet).
+    assert _status_field(r.out, "NoNewPrivs") == "0"
     assert "sysfs /sys sysfs rw" in r.out
+
+
+_HOSTNAME = "hostname criolib-x && hostname; echo rc=$?"
+
+
+def test_an_added_capability_is_not_blocked_by_the_default_seccomp_profile(
+    bundle: Bundle,
+) -> None:
+    # Without CAP_SYS_ADMIN both the capability check and the profile refuse it.
+    r = bundle.sh(_HOSTNAME)
+    assert r.out == "rc=1\n" and "Operation not permitted" in r.err
+    # Added, the default profile is resolved for it, as CRI-O resolves it.
+    r = bundle.sh(f"{_HOSTNAME}; chroot / true; echo rc=$?",
+                  lambda g: g.add_capability("SYS_ADMIN").add_capability("SYS_CHROOT"))
+    assert (r.out, r.err) == ("criolib-x\nrc=0\nrc=0\n", "")
+
+
+def test_a_profile_resolved_without_the_capability_blocks_it(bundle: Bundle) -> None:
+    # The container holds CAP_SYS_ADMIN; only the profile, resolved for the default
+    # capabilities by hand, can refuse sethostname: seccomp is what is observed.
+    r = bundle.sh(f"grep CapEff /proc/self/status; {_HOSTNAME}", lambda g: g.set_seccomp(
+        default_seccomp_profile(capabilities=_defaults.DEFAULT_CAPABILITIES),
+    ).add_capability("SYS_ADMIN"))
+    cap_eff = int(_status_field(r.out, "CapEff"), 16)
+    assert cap_eff >> _defaults.CAPABILITY_BITS["CAP_SYS_ADMIN"] & 1
+    assert r.out.splitlines()[-1] == "rc=1"
+    assert "sethostname: Operation not permitted" in r.err
 
 
 # -- limits -------------------------------------------------------------------------------

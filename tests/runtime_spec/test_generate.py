@@ -16,7 +16,9 @@ from criolib.runtime_spec import (
     _defaults,
     clamp_oom_score_adj,
     clamp_rlimit,
+    default_seccomp_profile,
     host_capabilities,
+    spec_to_dict,
     validate,
 )
 
@@ -157,3 +159,127 @@ def test_save_writes_config_json(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(RuntimeSpecError, match="cannot write"):
         Generator().save(tmp_path / "missing-dir")
+
+
+# -- the default seccomp profile follows the capabilities ----------------------------
+
+
+def _allows(profile: dict[str, object], syscall: str) -> bool:
+    """Whether an argument-less ``syscall`` is allowed (the first unconditional rule wins)."""
+    for rule in profile["syscalls"]:  # type: ignore[attr-defined]
+        if syscall in rule["names"] and "args" not in rule:
+            return bool(rule["action"] == "SCMP_ACT_ALLOW")
+    return False
+
+
+def test_default_seccomp_is_resolved_for_the_final_capabilities(tmp_path: Path) -> None:
+    g = Generator()
+    assert g.default_seccomp
+    assert not _allows(g.config()["linux"]["seccomp"], "sethostname")
+    g.add_capability("SYS_ADMIN").add_capability("CAP_SYS_CHROOT")
+    caps = g.capabilities()
+    expected = default_seccomp_profile(capabilities=caps)
+    profile = g.config()["linux"]["seccomp"]
+    assert profile == expected
+    assert _allows(profile, "sethostname") and _allows(profile, "chroot")
+    assert spec_to_dict(g.spec())["linux"]["seccomp"] == expected
+    assert json.loads(g.save(tmp_path).read_bytes())["linux"]["seccomp"] == expected
+    g.drop_capability("SYS_ADMIN")
+    assert not _allows(g.config()["linux"]["seccomp"], "sethostname")
+    g.set_capabilities(["CHOWN", "SYS_CHROOT"])
+    assert g.config()["linux"]["seccomp"] == default_seccomp_profile(
+        capabilities=["CAP_CHOWN", "CAP_SYS_CHROOT"])
+
+
+def test_a_profile_set_by_hand_is_left_alone() -> None:
+    mine = default_seccomp_profile(capabilities=_defaults.DEFAULT_CAPABILITIES)
+    g = Generator().set_seccomp(mine).add_capability("SYS_ADMIN")
+    assert not g.default_seccomp
+    assert g.config()["linux"]["seccomp"] == mine
+    assert not _allows(g.config()["linux"]["seccomp"], "sethostname")
+    assert g.set_default_seccomp().default_seccomp
+    assert _allows(g.config()["linux"]["seccomp"], "sethostname")
+    unconfined = Generator().set_seccomp(None).add_capability("SYS_ADMIN").config()
+    assert "seccomp" not in unconfined["linux"]
+
+
+def test_a_template_keeps_following_its_capabilities() -> None:
+    # A generator's own output as a template: its profile is still the default one.
+    again = Generator(template=Generator().config()).add_capability("SYS_ADMIN")
+    assert again.default_seccomp and _allows(again.config()["linux"]["seccomp"], "sethostname")
+    from_spec = Generator(template=Generator().spec()).add_capability("SYS_ADMIN")
+    assert _allows(from_spec.config()["linux"]["seccomp"], "sethostname")
+    # A profile of the caller's own making, in a template, is theirs.
+    doc = Generator().config()
+    doc["linux"]["seccomp"]["syscalls"] = doc["linux"]["seccomp"]["syscalls"][:-1]
+    own = Generator(template=doc).add_capability("SYS_ADMIN")
+    assert not own.default_seccomp
+    assert own.config()["linux"]["seccomp"] == doc["linux"]["seccomp"]
+
+
+# -- privileged, terminal, rlimits ----------------------------------------------------
+
+
+def test_privileged_allows_privilege_escalation_and_is_idempotent() -> None:
+    once = Generator().set_privileged().config()
+    assert once["process"]["noNewPrivileges"] is False
+    twice = Generator().set_privileged().set_privileged().config()
+    assert twice == once
+    for mount in twice["mounts"]:
+        if mount["type"] in ("sysfs", "cgroup"):
+            assert mount["options"].count("rw") == 1 and "ro" not in mount["options"]
+
+
+def test_term_only_with_a_terminal() -> None:
+    assert "TERM" not in Generator().env()
+    assert "TERM" not in Generator().set_terminal(False).env()
+    assert Generator().set_terminal().env()["TERM"] == "xterm"
+    assert Generator().set_env("TERM", "dumb").set_terminal().env()["TERM"] == "dumb"
+
+
+def test_remove_rlimit_takes_the_names_set_rlimit_takes() -> None:
+    for name in ("nofile", "NOFILE", "RLIMIT_NOFILE", "rlimit_nofile"):
+        g = Generator().set_rlimit("NOFILE", 64, 32).remove_rlimit(name)
+        assert [r["type"] for r in g.config()["process"]["rlimits"]] == ["RLIMIT_NPROC"]
+
+
+# -- the v1.2 process and Linux settings ------------------------------------------------
+
+
+def test_scheduler_io_priority_personality_console_and_time_offsets() -> None:
+    g = (Generator()
+         .set_scheduler("SCHED_FIFO", priority=10, flags=["SCHED_FLAG_RESET_ON_FORK"])
+         .set_io_priority("IOPRIO_CLASS_BE", 4)
+         .set_personality("LINUX32")
+         .set_console_size(25, 80)
+         .add_time_offset("monotonic", secs=100)
+         .add_time_offset("boottime", secs=-5, nanosecs=500))
+    doc = g.config()
+    proc, linux = doc["process"], doc["linux"]
+    assert proc["scheduler"] == {"policy": "SCHED_FIFO", "priority": 10,
+                                 "flags": ["SCHED_FLAG_RESET_ON_FORK"]}
+    assert proc["ioPriority"] == {"class": "IOPRIO_CLASS_BE", "priority": 4}
+    assert proc["consoleSize"] == {"height": 25, "width": 80}
+    assert linux["personality"] == {"domain": "LINUX32"}
+    assert linux["timeOffsets"] == {"monotonic": {"secs": 100, "nanosecs": 0},
+                                    "boottime": {"secs": -5, "nanosecs": 500}}
+    assert [ns for ns in linux["namespaces"] if ns["type"] == "time"] == [{"type": "time"}]
+    spec = g.spec()  # the typed model reads every wire name back
+    assert spec.process is not None and spec.process.io_priority is not None
+    assert spec.process.io_priority.class_ == "IOPRIO_CLASS_BE"
+    assert spec.process.scheduler is not None and spec.process.scheduler.priority == 10
+    assert spec.linux is not None and spec.linux.personality is not None
+    assert [p for p in validate(doc) if p.severity == "error"] == []
+
+
+def test_bad_v12_settings_are_refused() -> None:
+    with pytest.raises(RuntimeSpecError, match="unknown scheduling policy 'FIFO'"):
+        Generator().set_scheduler("FIFO")
+    with pytest.raises(RuntimeSpecError, match="unknown I/O priority class"):
+        Generator().set_io_priority("BE", 1)
+    with pytest.raises(RuntimeSpecError, match="unknown personality domain"):
+        Generator().set_personality("LINUX64")
+    with pytest.raises(RuntimeSpecError, match="monotonic and boottime"):
+        Generator().add_time_offset("realtime", 1)
+    with pytest.raises(RuntimeSpecError, match="nanosecs"):
+        Generator().add_time_offset("monotonic", 0, 1_000_000_000)

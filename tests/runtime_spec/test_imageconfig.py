@@ -13,6 +13,7 @@ from criolib.runtime_spec import (
     ImageConfigError,
     UnknownUser,
     apply_image_config,
+    normalize_stop_signal,
     resolve_user,
 )
 from criolib.testing import GROUP, PASSWD
@@ -155,3 +156,128 @@ def test_no_command_is_a_clear_error() -> None:
         apply_image_config(Generator(), {"config": {"Cmd": ["x"], "WorkingDir": "rel"}})
     with pytest.raises(ImageConfigError, match="not an object"):
         apply_image_config(Generator(), {"config": ["nope"]})
+
+
+# -- types of the image config's fields ---------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("Entrypoint", "sh -c", "Entrypoint must be an array of strings, not str 'sh -c'"),
+    ("Cmd", "echo hi", "Cmd must be an array of strings"),
+    ("Cmd", ["echo", 1], r"Cmd\[1\] must be a string, not int 1"),
+    ("Env", ["A=1", 7], r"Env\[1\] must be a string"),
+    ("Env", "A=1", "Env must be an array of strings"),
+    ("User", 1000, "User must be a string, not int 1000"),
+    ("WorkingDir", ["/data"], "WorkingDir must be a string"),
+    ("Labels", ["a=b"], "Labels must be an object, not list"),
+    ("Labels", {"a": 1}, "Labels 'a': 1 is not"),
+    ("Labels", {"": "x"}, "Labels '': 'x' is not"),
+    ("Volumes", ["/data"], "Volumes must be an object"),
+    ("ExposedPorts", "80/tcp", "ExposedPorts must be an object"),
+    ("StopSignal", 9, "StopSignal must be a string"),
+])
+def test_a_field_of_the_wrong_type_is_an_error_naming_it(
+    field: str, value: object, message: str,
+) -> None:
+    config = {"config": {"Cmd": ["true"], field: value}}
+    with pytest.raises(ImageConfigError, match=message):
+        apply_image_config(Generator(), config, volumes="ignore")
+
+
+def test_null_fields_are_absent_ones() -> None:
+    g = Generator()
+    config = {"config": {"Entrypoint": None, "Cmd": ["true"], "Env": None, "Labels": None,
+                         "Volumes": None, "User": None, "WorkingDir": None,
+                         "StopSignal": None}}
+    settings = apply_image_config(g, config)
+    assert settings.args == ("true",) and settings.volumes == ()
+    assert g.config()["process"]["cwd"] == "/"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"command": "sh -c"}, "command must be a list of strings, not 'sh -c'"),
+    ({"args": "date"}, "args must be a list of strings"),
+    ({"env": ["NOEQ"]}, "env entry 'NOEQ' is not NAME=VALUE"),
+    ({"env": "A=1"}, "env must be a mapping or a list"),
+    ({"env": {"": "x"}}, "names not empty"),
+    ({"user": 1000}, "user must be a string"),
+])
+def test_bad_cri_overrides_are_errors(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ImageConfigError, match=message):
+        apply_image_config(Generator(), IMAGE, volumes="ignore", **kwargs)  # type: ignore[arg-type]
+
+
+def test_image_env_entries_without_a_value_are_skipped_as_crio_does() -> None:
+    g = Generator()
+    config = {"config": {"Cmd": ["true"], "Env": ["PATH=/bin", "NOEQ", "=nameless", "A=1=2"]}}
+    apply_image_config(g, config, volumes="ignore")
+    env = g.config()["process"]["env"]
+    assert "NOEQ" not in g.env() and "NOEQ=" not in env and "NOEQ" not in env
+    assert not any(e.startswith("=") for e in env)
+    assert g.env()["A"] == "1=2" and g.env()["PATH"] == "/bin"
+
+
+def test_not_a_mapping_is_an_error() -> None:
+    with pytest.raises(ImageConfigError, match="must be an object"):
+        apply_image_config(Generator(), ["Cmd"])  # type: ignore[arg-type]
+
+
+# -- StopSignal -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "normalised"), [
+    ("SIGQUIT", "SIGQUIT"), ("quit", "SIGQUIT"), ("3", "SIGQUIT"), ("9", "SIGKILL"),
+    ("SIGRTMIN+3", "SIGRTMIN+3"), ("RTMIN", "SIGRTMIN"),
+])
+def test_stop_signal_is_checked_and_normalised(value: str, normalised: str) -> None:
+    assert normalize_stop_signal(value) == normalised
+    g = Generator()
+    settings = apply_image_config(g, {"config": {"Cmd": ["true"], "StopSignal": value}})
+    assert settings.stop_signal == normalised
+    assert g.config()["annotations"][STOP_SIGNAL_ANNOTATION] == normalised
+
+
+@pytest.mark.parametrize("value", ["SIGBOGUS", "0", "65", "-9"])
+def test_an_unknown_stop_signal_is_an_error(value: str) -> None:
+    with pytest.raises(ImageConfigError, match=f"StopSignal '{value}' is not a signal"):
+        apply_image_config(Generator(), {"config": {"Cmd": ["true"], "StopSignal": value}})
+
+
+def test_no_label_overrides_the_stop_signal_annotation() -> None:
+    labels = {STOP_SIGNAL_ANNOTATION: "SIGKILL", "other": "x"}
+    g = Generator()
+    apply_image_config(g, {"config": {"Cmd": ["true"], "StopSignal": "SIGQUIT",
+                                      "Labels": labels}})
+    annotations = g.config()["annotations"]
+    assert annotations[STOP_SIGNAL_ANNOTATION] == "SIGQUIT" and annotations["other"] == "x"
+    g = Generator()
+    apply_image_config(g, {"config": {"Cmd": ["true"], "Labels": labels}})
+    assert STOP_SIGNAL_ANNOTATION not in g.config()["annotations"]
+
+
+# -- the working directory ----------------------------------------------------------------
+
+
+def test_working_dir_is_created_in_the_rootfs_as_crio_does(rootfs: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        apply_image_config(Generator(), {"config": {"Cmd": ["true"], "WorkingDir": "/srv/app"}},
+                           rootfs=rootfs)
+        apply_image_config(Generator(), IMAGE, rootfs=rootfs, working_dir="/opt/cri/dir")
+    finally:
+        os.umask(old)
+    for path in (rootfs / "srv", rootfs / "srv" / "app", rootfs / "opt" / "cri" / "dir"):
+        st = path.stat()
+        assert path.is_dir() and (st.st_mode & 0o777, st.st_uid) == (0o755, os.getuid())
+    (rootfs / "escape").symlink_to("/")
+    apply_image_config(Generator(), {"config": {"Cmd": ["true"],
+                                                "WorkingDir": "/escape/criolib-wd"}},
+                       rootfs=rootfs)
+    assert (rootfs / "criolib-wd").is_dir() and not Path("/criolib-wd").exists()
+    apply_image_config(Generator(), {"config": {"Cmd": ["true"], "WorkingDir": "/not/made"}},
+                       rootfs=rootfs, create_workdir=False)
+    assert not (rootfs / "not").exists()
+    (rootfs / "file").write_text("")
+    with pytest.raises(ImageConfigError, match="cannot create working directory /file"):
+        apply_image_config(Generator(), {"config": {"Cmd": ["true"], "WorkingDir": "/file"}},
+                           rootfs=rootfs)

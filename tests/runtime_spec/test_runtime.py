@@ -1,4 +1,4 @@
-"""The OCI runtime client against real runc and crun, and its log reading and diagnosis.
+"""The OCI runtime client against real runc and crun.
 
 The integration tests run the same cases under both runtimes, each container from
 a busybox bundle whose config.json is ``runc spec``'s, edited. Every runtime gets
@@ -11,7 +11,7 @@ import contextlib
 import copy
 import json
 import os
-import pickle
+import re
 import resource
 import selectors
 import signal
@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from criolib.errors import ExecError, ExecTimeout
 from criolib.runtime_spec._errors import (
     BundleNotFound,
     ContainerExists,
@@ -33,17 +32,13 @@ from criolib.runtime_spec._errors import (
     FeaturesUnsupported,
     PrivilegeError,
     RuntimeCommandError,
-    RuntimeNotFound,
     RuntimeTimeout,
 )
+from criolib.runtime_spec._hostcaps import has_cap_sys_resource
 from criolib.runtime_spec._runtime import OCIRuntime, RuntimeClient
-from criolib.runtime_spec._runtime_log import LogRecord, diagnose, parse_log
 from criolib.runtime_spec._runtime_proc import (
-    check_id,
     child_subreaper,
-    exit_code,
     is_child_subreaper,
-    signal_arg,
     wait_for_exit,
 )
 from criolib.testing import (
@@ -55,169 +50,6 @@ from criolib.testing import (
 )
 
 RUNTIMES = ["runc", "crun"]
-
-
-def _has_cap_sys_resource() -> bool:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> 24 & 1)
-    return False
-
-
-# -- unit tests: no runtime needed ---------------------------------------------------
-
-
-def test_parse_log_reads_runc_and_crun_json_lines_and_keeps_plain_text() -> None:
-    data = (
-        b'{"level":"debug","msg":"nsexec[1]: =\\u003e setup","time":"t"}\n'
-        b'{"file":"utils.go:61","level":"error","msg":"container does not exist","time":"t"}\n'
-        b'{"msg":"setrlimit `RLIMIT_NOFILE`: Operation not permitted","level":"error",'
-        b'"time":"t"}\n'
-        b"\n"
-        b"plain words on stderr\n"
-        b'{"level":"error","msg":"trunc'
-    )
-    assert parse_log(data) == [
-        LogRecord("debug", "nsexec[1]: => setup"),
-        LogRecord("error", "container does not exist"),
-        LogRecord("error", "setrlimit `RLIMIT_NOFILE`: Operation not permitted"),
-        LogRecord("error", "plain words on stderr"),
-        LogRecord("error", '{"level":"error","msg":"trunc'),
-    ]
-
-
-def _diagnose(*messages: str, **kw: Any) -> RuntimeCommandError:
-    records = [LogRecord("debug", "noise")] + [LogRecord("error", m) for m in messages]
-    args: dict[str, Any] = {"runtime": "runc", "operation": "create", "container_id": "c1",
-                            "argv": ["runc", "create", "c1"], "returncode": 1,
-                            "records": records}
-    args.update(kw)
-    return diagnose(**args)
-
-
-@pytest.mark.parametrize("message", [
-    "container does not exist",
-    "error opening file `/run/crun/c1/status`: No such file or directory",
-    "cannot open directory '/run/crun/c1': No such file or directory",
-])
-def test_diagnose_container_not_found_from_either_runtime(message: str) -> None:
-    err = _diagnose(message, operation="state")
-    assert isinstance(err, ContainerNotFound)
-    assert isinstance(err, LookupError) and isinstance(err, ExecError)
-    assert "'c1'" in str(err) and "runc state" in str(err) and "exit status 1" in str(err)
-    assert err.runtime_message == message and err.container_id == "c1"
-
-
-@pytest.mark.parametrize("message", [
-    "runc create failed: container with given ID already exists",
-    "container `c1` already exists",
-])
-def test_diagnose_container_exists(message: str) -> None:
-    assert isinstance(_diagnose(message), ContainerExists)
-
-
-@pytest.mark.parametrize("messages", [
-    ("nsexec[12901]: failed to update /proc/self/oom_score_adj: Permission denied",
-     "runc run failed: unable to start container process: can't get final child's PID "
-     "from pipe: EOF"),
-    ("write to /proc/self/oom_score_adj: Permission denied",),
-])
-def test_diagnose_negative_oom_score_adj(messages: tuple[str, ...], tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"process": {"oomScoreAdj": -998}}))
-    err = _diagnose(*messages, bundle=tmp_path)
-    assert isinstance(err, PrivilegeError)
-    text = str(err)
-    assert "oomScoreAdj" in text and "-998" in text and "CAP_SYS_RESOURCE" in text
-    assert f">= {Path('/proc/self/oom_score_adj').read_text().strip()}" in text
-    assert all(m in text for m in messages)  # the runtime's own words stay in
-
-
-@pytest.mark.parametrize("message", [
-    "runc run failed: unable to start container process: error during container init: "
-    "error setting rlimits for ready process: error setting rlimit type 7: operation not "
-    "permitted",
-    "setrlimit `RLIMIT_NOFILE`: Operation not permitted",
-])
-def test_diagnose_rlimit_above_hard_limit(message: str, tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"process": {"rlimits": [
-        {"type": "RLIMIT_NOFILE", "soft": 4194304, "hard": 4194304}]}}))
-    err = _diagnose(message, bundle=tmp_path)
-    assert isinstance(err, PrivilegeError)
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    assert "RLIMIT_NOFILE" in str(err) and "hard limit" in str(err)
-    assert "4194304" in str(err)
-    assert (str(hard) if hard != resource.RLIM_INFINITY else "unlimited") in str(err)
-
-
-def test_diagnose_without_a_message_says_where_it_went() -> None:
-    err = diagnose(runtime="crun", operation="create", container_id="c1", argv=["crun"],
-                   returncode=1, records=[], stderr_is_container=True)
-    assert type(err) is RuntimeCommandError
-    assert "container's stderr" in str(err)
-    err = diagnose(runtime="crun", operation="ps", container_id="c1", argv=["crun"],
-                   returncode=253, records=[],
-                   stderr="error opening file `/r/c1/status`: No such file or directory\n")
-    assert isinstance(err, ContainerNotFound) and "exit status 253" in str(err)
-
-
-def test_command_errors_pickle_with_their_fields() -> None:
-    err = _diagnose("container does not exist")
-    back = pickle.loads(pickle.dumps(err))
-    assert type(back) is ContainerNotFound and str(back) == str(err)
-    assert (back.runtime, back.operation, back.container_id, back.returncode) == (
-        "runc", "create", "c1", 1)
-    timeout = RuntimeTimeout("slow", runtime="crun", operation="exec", container_id="x")
-    assert isinstance(timeout, ExecTimeout)
-
-
-@pytest.mark.parametrize(("sig", "number"), [
-    ("SIGTERM", "15"), ("term", "15"), ("KILL", "9"), (10, "10"),
-    (signal.SIGUSR2, str(int(signal.SIGUSR2))), ("12", "12"),
-    ("SIGRTMIN+3", str(int(signal.SIGRTMIN) + 3)), ("RTMAX-1", str(int(signal.SIGRTMAX) - 1)),
-])
-def test_signal_names_become_numbers(sig: str | int, number: str) -> None:
-    assert signal_arg(sig) == number
-
-
-def test_bad_signal_and_bad_ids_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown signal"):
-        signal_arg("SIGNOPE")
-    for bad in ("", "-rf"):
-        with pytest.raises(ValueError, match="invalid container id"):
-            check_id(bad)
-
-
-def test_exit_code_is_shell_style() -> None:
-    assert exit_code(os.CLD_EXITED, 7) == 7
-    assert exit_code(os.CLD_KILLED, signal.SIGKILL) == 137
-    assert exit_code(os.CLD_DUMPED, signal.SIGSEGV) == 139
-
-
-def test_missing_binary_raises_runtime_not_found_naming_the_package(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(RuntimeNotFound, match="'crun'") as info:
-        RuntimeClient("crun")
-    assert "Debian package 'crun'" in str(info.value)
-    with pytest.raises(RuntimeNotFound, match="not executable"):
-        RuntimeClient("/nonexistent/runc")
-
-
-def test_only_json_logs() -> None:
-    require_binaries("runc")
-    with pytest.raises(ValueError, match="json"):
-        RuntimeClient("runc", log_format="text")  # type: ignore[arg-type]
-
-
-def test_subreaper_is_held_only_inside_the_block() -> None:
-    before = is_child_subreaper()
-    with child_subreaper():
-        assert is_child_subreaper()
-        with child_subreaper():
-            assert is_child_subreaper()
-        assert is_child_subreaper()
-    assert is_child_subreaper() == before
 
 
 # -- integration: real runc and crun -----------------------------------------------
@@ -581,7 +413,7 @@ def test_bad_bundle_carries_the_runtime_message(ctrs: Containers) -> None:
 def test_negative_oom_score_adj(ctrs: Containers) -> None:
     bundle = ctrs.bundle(["true"], oomScoreAdj=-998)
     cid = ctrs.new_id()
-    if _has_cap_sys_resource():  # a machine that may lower it: the container just runs
+    if has_cap_sys_resource():  # a machine that may lower it: the container just runs
         assert ctrs.client.run(cid, bundle) == 0
         return
     with pytest.raises(PrivilegeError) as info:
@@ -602,7 +434,7 @@ def test_rlimit_above_the_hard_limit(ctrs: Containers) -> None:
         {"type": "RLIMIT_NOFILE", "soft": asked, "hard": asked}])
     cid = ctrs.new_id()
     nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
-    if _has_cap_sys_resource() and asked <= nr_open:
+    if has_cap_sys_resource() and asked <= nr_open:
         assert ctrs.client.run(cid, bundle) == 0
         return
     with pytest.raises(PrivilegeError) as info:
@@ -638,3 +470,23 @@ def test_runtime_log_goes_to_the_callers_file_and_to_logging(
         with pytest.raises(ContainerNotFound):  # only this call's lines are read
             client.state(cid)
     assert log_file.stat().st_size > 0
+
+
+def test_systemd_cgroup_manager_without_systemd_is_a_clear_error(ctrs: Containers) -> None:
+    # These machines run no systemd: runc says "systemd not running on this host",
+    # crun "cannot open sd-bus"; both are kept, with the cause and the fix.
+    bundle = ctrs.bundle(["true"])
+    with RuntimeClient(ctrs.client.name, root=ctrs.client.root,
+                       systemd_cgroup=True) as client:
+        for operation in ("create", "run"):
+            cid = ctrs.new_id()
+            with pytest.raises(RuntimeCommandError) as info:
+                getattr(client, operation)(cid, bundle)
+            err = info.value
+            assert (err.container_id, err.operation) == (cid, operation)
+            assert f"container {cid!r}" in str(err)
+            assert re.search(r"systemd not running|cannot open sd-bus", err.runtime_message)
+            assert "needs a running systemd" in str(err) and "systemd_cgroup=False" in str(err)
+            with contextlib.suppress(ContainerNotFound):  # create may leave its husk
+                ctrs.client.delete(cid, force=True)
+    assert ctrs.client.list() == []
