@@ -14,17 +14,27 @@ DEMO = Path(__file__).parent.parent / "examples" / "demo.py"
 
 
 @pytest.mark.integration
-def test_demo_runs_and_verifies_every_image() -> None:
-    require_binaries("busybox", "docker-registry")
+def test_demo_pulls_stores_and_runs() -> None:
+    from criolib.testing import require_root
+
+    require_root()
+    require_binaries("busybox", "docker-registry", "runc", "crun")
     proc = subprocess.run([sys.executable, str(DEMO)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("built 5 test images in ")
-    assert "with token auth" in lines[1]
-    verified = [line for line in lines if line.endswith(" verified")]
-    assert len(verified) == 5 and "MISMATCH" not in proc.stdout
-    assert lines[-1].startswith("demo finished: the test bed works")
+    assert "with token auth, 5 repositories" in lines[1]
+    assert lines[2].startswith("pulled 127.0.0.1:") and lines[2].endswith(", verified")
+    for runtime in ("runc", "crun"):
+        section = proc.stdout.split(f"--- container under {runtime} ")[1].split("---")[0]
+        assert ", exit 0" in section.splitlines()[0]
+        assert section.splitlines()[1:4] == [
+            "hello from criolib",
+            "uid=1000(tester) gid=1000(tester) groups=10(wheel),29(audio)",
+            "criolib-demo",
+        ]
+    assert lines[-1].startswith("demo finished: pulled, stored, mounted and ran")
     assert proc.stderr == ""
 
 

@@ -13,6 +13,22 @@ refused with :class:`UnsafeArchive`, as is a hard link whose target does. Symlin
 *targets* are stored as written: the extractor resolves every parent inside the
 root itself, so a symlink can never redirect a write, and inside a container the
 kernel resolves the target against the container's own root.
+
+Other decisions, each where layer.md leaves room:
+
+- Whiteouts apply to the lower layers only: a whiteout of a name this layer made
+  is ignored, and an opaque marker, wherever it sits in the tar, keeps what this
+  layer already put in the directory (and the directories above those entries).
+- ``trusted.overlay.*`` xattrs on entries are dropped with a warning in both
+  modes: overlayfs's state (opaque, redirect, metacopy) comes from whiteout
+  entries only. A 0/0 character device entry is a device like any other (and so
+  refused when devices are not allowed); in overlay mode it acts as a whiteout.
+- A directory over a whiteout of the same layer (overlay mode) is made opaque.
+- Hard link headers' metadata is not applied: the inode is its target's.
+- ``same_owner=False`` also drops setuid/setgid from non-directories: the files
+  belong to the caller, whose privileges a tar must not hand out.
+- The root's own entry (``./``) is skipped, as containers/storage does.
+- Directory modes and mtimes are set last, deepest first.
 """
 
 from __future__ import annotations

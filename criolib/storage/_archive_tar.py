@@ -334,8 +334,8 @@ class TarReader:
     def _apply_pax(self, m: Member, pax: dict[bytes, bytes], offset: int) -> None:
         for key, value in pax.items():
             if key.startswith(b"SCHILY.xattr."):
-                if len(key) == 13:
-                    raise self._error("PAX xattr record without a name", offset)
+                if len(key) == 13 or b"\x00" in key:
+                    raise self._error("PAX xattr record without a usable name", offset)
                 m.xattrs[key[13:]] = value
             elif not value:
                 continue  # pax: an empty value unsets the keyword (the header's value counts)

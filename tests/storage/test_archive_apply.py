@@ -440,6 +440,7 @@ def test_name_below_a_whiteout_makes_the_directory_anew(tmp_path: Path, mode: st
     require_root()
     lower = tmp_path / "lower"
     upper = tmp_path / "upper" if mode == "overlay" else lower
+    lower.mkdir()
     apply_bytes(tar_bytes([TarEntry(name=b"x/old", data=b"old")]), lower, mode)
     upper.mkdir(exist_ok=True)
     apply_bytes(tar_bytes([TarEntry(name=b".wh.x"), TarEntry(name=b"x/new", data=b"new")]),

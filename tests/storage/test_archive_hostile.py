@@ -119,3 +119,27 @@ def test_random_archives_stay_inside(entries: Sequence[TarEntry], mode: str) -> 
 
 def teardown_module() -> None:
     shutil.rmtree(_FIXED, ignore_errors=True)
+
+
+_PAX_KEYS = [b"path", b"linkpath", b"size", b"uid", b"gid", b"mtime", b"SCHILY.xattr.user.x",
+             b"SCHILY.xattr.trusted.overlay.opaque", b"SCHILY.xattr.security.capability",
+             b"SCHILY.xattr.", b"SCHILY.xattr.a\x00b", b"GNU.sparse.map", b"atime",
+             b"hdrcharset"]
+_PAX_VALUES = st.one_of(st.binary(max_size=12), st.integers(-(2**70), 2**70).map(
+    lambda n: str(n).encode()), st.sampled_from([b"1.5", b"-0.1", b"1e9", b"../x", b"/",
+                                                 b"a" * 5000]))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.tuples(st.sampled_from(_PAX_KEYS), _PAX_VALUES), max_size=4),
+       kind=st.sampled_from(["file", "dir", "symlink", "hardlink", "fifo", "char"]),
+       mode=st.sampled_from(["overlay", "remove"]))
+def test_random_pax_records_raise_only_storage_errors(records: list[tuple[bytes, bytes]],
+                                                     kind: str, mode: str) -> None:
+    require_root()
+    entries = [TarEntry(name=b"t", data=b"target"),
+               TarEntry(name=b"e", kind=kind, link=b"t", data=b"data", pax=tuple(records))]
+    with tempfile.TemporaryDirectory(dir=_ROOT) as where:
+        root = Path(where)
+        box = make_box(root)
+        _run_random(entries, box, root, mode)
