@@ -95,8 +95,9 @@ class _RawReader:
 
     def peek(self) -> bytes:
         """The first bytes of the blob (read once and handed out again by ``read``)."""
-        if not self._head and not self.eof:
-            self._head = self._fill(_RAW_CHUNK)
+        # A stream may hand out a byte at a time: read until the magic can be seen.
+        while len(self._head) < len(_ZSTD_MAGIC) and not self.eof:
+            self._head += self._fill(_RAW_CHUNK)
         return self._head
 
     def _fill(self, n: int) -> bytes:

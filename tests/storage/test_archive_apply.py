@@ -135,7 +135,8 @@ def test_digest_mismatch(criolib_test_images: TestImages, tmp_path: Path) -> Non
     (tmp_path / "x").mkdir()
     with open(blob_path(criolib_test_images, desc.digest), "rb") as f, \
             pytest.raises(DigestMismatch, match="digest is sha256:"):
-        apply_layer(f, tmp_path / "x", whiteouts="remove", expected_digest=wrong)
+        apply_layer(f, tmp_path / "x", whiteouts="remove", expected_digest=wrong,
+                    same_owner=False)
 
 
 @pytest.mark.parametrize("bad", ["sha256:abc", "sha512:" + "0" * 128, "0" * 64,
@@ -448,3 +449,22 @@ def test_name_below_a_whiteout_makes_the_directory_anew(tmp_path: Path, mode: st
     assert sorted(os.listdir(upper / "x")) == ["new"]
     if mode == "overlay":
         assert xattrs(upper / "x")["trusted.overlay.opaque"] == b"y"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_stream_that_hands_out_one_byte_at_a_time(tmp_path: Path, compression: str) -> None:
+    class Trickle(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self.data = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            return self.data.read(1)
+
+    raw = tar_bytes([TarEntry(name=b"f", data=b"hello")])
+    result = apply_layer(Trickle(compress(raw, compression)), tmp_path,  # type: ignore[arg-type]
+                         whiteouts="remove", same_owner=False)
+    assert result.compression == compression
+    assert (tmp_path / "f").read_bytes() == b"hello"
