@@ -2,12 +2,18 @@
 
 For N rounds (default 50, ``python bench/storage_mount.py N``), interleaved:
 
-criolib
+criolib driver
     ``OverlayDriver.create(ctr, top)`` + ``mount(ctr)``: the container's writable
     layer on the image's 10 layers, mounted (lowerdir of ``l/`` links, one
     mount(2) from a thread with its own cwd). Unmount and remove are not timed.
-criolib mount
+criolib driver mount
     ``mount`` alone, on an existing container layer.
+criolib Store
+    ``Store.create_container(image)`` + ``Store.mount(ctr)``: what a user of the
+    library pays, with the store lock taken twice, the layer and container records
+    written atomically (fsync, rename, fsync dir), the layer synced before it
+    appears, the userdata directory and the mount count in ``mounts.json``.
+    ``Store.mount`` alone is reported too. Unmount and delete are not timed.
 mount(8)
     the same overlay mount by running ``mount -t overlay`` with cwd=home: what the
     exec-based alternative to criolib's in-process mount(2) costs.
@@ -34,6 +40,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from criolib.storage import Store
 from criolib.storage._drivers import OverlayDriver, get_driver
 from criolib.testing import Entry, write_layer
 from criolib.testing._layout import (
@@ -71,8 +78,8 @@ def layer_entries(i: int) -> list[Entry]:
     return entries
 
 
-def build_image(base: Path) -> tuple[list[tuple[bytes, str]], Path]:
-    """The 10 layer tarballs (with diff_ids), and the image as a docker-archive."""
+def build_image(base: Path) -> tuple[list[tuple[bytes, str]], Path, str]:
+    """The 10 layer tarballs (with diff_ids), the image as a docker-archive, its config hex."""
     layout = OCILayoutWriter(base / "oci")
     tars: list[tuple[bytes, str]] = []
     layers: list[tuple[Descriptor, LayerBlob]] = []
@@ -92,7 +99,7 @@ def build_image(base: Path) -> tuple[list[tuple[bytes, str]], Path]:
     write_docker_archive(layout, manifest, diff_ids=[b.diff_id for _, b in layers],
                          uncompressed_sizes=[b.uncompressed_size for _, b in layers],
                          repo_tag=IMAGE, dest=archive)
-    return tars, archive
+    return tars, archive, config.digest.partition(":")[2]
 
 
 class Podman:
@@ -164,6 +171,33 @@ def bench_criolib(base: Path, tars: list[tuple[bytes, str]], n: int) -> tuple[li
     return both, mount_only
 
 
+def bench_store(base: Path, tars: list[tuple[bytes, str]], config_hex: str,
+                n: int) -> tuple[list[float], list[float]]:
+    """Store.create_container + Store.mount, and Store.mount alone, in ms."""
+    with Store(base / "store" / "graph", base / "store" / "run", driver="overlay") as store:
+        parent = None
+        for tar, diff_id in tars:
+            parent = store.put_layer(io.BytesIO(tar), parent, expected_diff_id=diff_id).id
+        store.create_image(config_hex, parent, names=[IMAGE])
+        both, mount_only = [], []
+        for i in range(n + 3):
+            t0 = time.perf_counter()
+            ctr = store.create_container(IMAGE)
+            root = store.mount(ctr.id)
+            t1 = time.perf_counter()
+            assert (root / "layer9" / "file0").exists()
+            store.unmount(ctr.id)
+            t2 = time.perf_counter()
+            store.mount(ctr.id)
+            t3 = time.perf_counter()
+            store.unmount(ctr.id)
+            store.delete_container(ctr.id)
+            if i >= 3:
+                both.append((t1 - t0) * 1000)
+                mount_only.append((t3 - t2) * 1000)
+    return both, mount_only
+
+
 def bench_mount8(base: Path, n: int) -> list[float]:
     """The same overlay mount through mount(8) with cwd=home: the exec-based way's cost."""
     driver = get_driver("overlay", base / "criolib" / "overlay")
@@ -189,23 +223,29 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench/storage_mount.py needs root")
     with tmpfs() as base:
-        tars, archive = build_image(base)
+        tars, archive, config_hex = build_image(base)
         ours, ours_mount = bench_criolib(base, tars, n)
+        store, store_mount = bench_store(base, tars, config_hex, n)
         mount8 = bench_mount8(base, n)
         peer = bench_podman(base, archive, n)
     med = statistics.median
-    print(f"N={n}, a {LAYERS}-layer image ({FILES_PER_LAYER} files a layer), stores on tmpfs")
-    print(f"criolib  create + mount  {med(ours):8.2f} ms   mount alone {med(ours_mount):7.2f} ms")
-    print(f"mount(8) the same mount                      {med(mount8):7.2f} ms "
-          f"(exec'ing the binary instead of mount(2) from a thread)")
+    print(f"N={n}, a {LAYERS}-layer image ({FILES_PER_LAYER} files a layer), stores on tmpfs, "
+          f"medians in ms")
+    print(f"{'':26s}{'create + mount':>16s}{'mount alone':>14s}")
+    rows = [("criolib driver", med(ours), med(ours_mount)),
+            ("criolib Store", med(store), med(store_mount))]
+    if not isinstance(peer, str):
+        rows.append(("podman create / mount", med(peer[0]), med(peer[1])))
+    for name, both, alone in rows:
+        print(f"{name:26s}{both:16.2f}{alone:14.2f}")
+    print(f"{'mount(8), the same mount':26s}{'':16s}{med(mount8):14.2f}"
+          "   (exec'ing the binary instead of mount(2) from a thread)")
     if isinstance(peer, str):
         print(f"podman: n/a ({peer})")
         return
     theirs, theirs_mount = peer
-    print(f"podman   create + mount  {med(theirs):8.2f} ms   "
-          f"mount alone {med(theirs_mount):7.2f} ms")
-    print(f"ratio criolib/podman     {med(ours) / med(theirs):8.3f}      "
-          f"mount alone {med(ours_mount) / med(theirs_mount):7.3f}   (medians)")
+    for name, both, alone in rows[:2]:
+        print(f"ratio {name}/podman  {both / med(theirs):10.3f}{alone / med(theirs_mount):14.3f}")
 
 
 if __name__ == "__main__":

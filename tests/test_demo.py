@@ -54,3 +54,20 @@ def test_run_container_example_runs_under_both_runtimes() -> None:
         assert "uid=1000(tester) gid=1000(tester) groups=10(wheel),29(audio)" in section
         assert "criolib-example" in section
         assert "NoNewPrivs:\t1" in section and "Seccomp:\t2" in section
+
+
+@pytest.mark.integration
+def test_pull_image_example() -> None:
+    from criolib.testing import require_root
+
+    require_root()
+    require_binaries("busybox", "docker-registry")
+    example = Path(__file__).parent.parent / "examples" / "pull_image.py"
+    proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("pulled docker://127.0.0.1:") and ", 3 layers, " in lines[0]
+    assert lines[1].startswith("stored image ") and "/testbed/multilayer:latest" in lines[1]
+    assert lines[2] == "second pull: 0 layers copied, 3 skipped"
+    assert lines[3].endswith("['blobs', 'index.json', 'oci-layout']")

@@ -5,7 +5,9 @@
   and a directory each), mounts with reference counts, one cross-process lock
   and crash-safe metadata. :meth:`Store.from_config` reads storage.conf
   (:class:`StorageConfig`).
-- :func:`check`, :func:`repair`, :func:`gc` and :func:`disk_usage` keep it healthy.
+- :func:`check`, :func:`repair`, :func:`gc` and :func:`disk_usage` keep it healthy;
+  ``CRIOLIB_STORAGE_CRASH_AT`` (:data:`ENV_CRASH_AT`, one of :data:`CRASH_POINTS`)
+  makes a writer die at a named point, for crash tests.
 - The graph drivers (:class:`GraphDriver`, :func:`get_driver`, ``overlay`` and
   ``vfs``) and the layer tarball engine (:func:`apply_layer`, :func:`export_layer`).
 
@@ -25,18 +27,7 @@ from criolib.storage._archive import (
     detect_compression,
     export_layer,
 )
-from criolib.storage._check import (
-    CheckReport,
-    ContainerUsage,
-    DiskUsage,
-    ImageUsage,
-    LayerUsage,
-    Problem,
-    check,
-    disk_usage,
-    gc,
-    repair,
-)
+from criolib.storage._check import CheckReport, Problem, check
 from criolib.storage._conf import StorageConfig
 from criolib.storage._containers import Container, ContainerStore
 from criolib.storage._drivers import (
@@ -51,6 +42,7 @@ from criolib.storage._drivers import (
 )
 from criolib.storage._errors import (
     AmbiguousID,
+    BigDataUnknown,
     ConfigError,
     ContainerUnknown,
     DigestMismatch,
@@ -59,9 +51,11 @@ from criolib.storage._errors import (
     DriverUnsupported,
     DuplicateDriver,
     IDConflict,
+    ImageIDMismatch,
     ImageInUse,
     ImageUnknown,
     InvalidDriverOption,
+    InvalidID,
     InvalidLayerID,
     LayerExists,
     LayerFormatError,
@@ -69,24 +63,39 @@ from criolib.storage._errors import (
     LayerIOError,
     LayerUnknown,
     LockTimeout,
+    MetadataIOError,
     MountError,
     NameConflict,
     StorageError,
     StoreCorrupt,
+    UnknownReference,
     UnsafeArchive,
 )
+from criolib.storage._faults import CRASH_POINTS, ENV_CRASH_AT
 from criolib.storage._images import Image, ImageStore
-from criolib.storage._layers import Layer, LayerStore, layer_id_for
+from criolib.storage._layers import Layer, LayerStore
 from criolib.storage._lock import StoreLock
+from criolib.storage._records import layer_id_for
+from criolib.storage._repair import gc, repair
 from criolib.storage._store import Store
+from criolib.storage._usage import (
+    ContainerUsage,
+    DiskUsage,
+    ImageUsage,
+    LayerUsage,
+    disk_usage,
+)
 
 logging.getLogger("criolib.storage").addHandler(logging.NullHandler())
 
 __all__ = [
+    "CRASH_POINTS",
     "ENTRY_POINT_GROUP",
+    "ENV_CRASH_AT",
     "OPAQUE_XATTR",
     "AmbiguousID",
     "ApplyResult",
+    "BigDataUnknown",
     "CheckReport",
     "Compression",
     "ConfigError",
@@ -104,11 +113,13 @@ __all__ = [
     "GraphDriver",
     "IDConflict",
     "Image",
+    "ImageIDMismatch",
     "ImageInUse",
     "ImageStore",
     "ImageUnknown",
     "ImageUsage",
     "InvalidDriverOption",
+    "InvalidID",
     "InvalidLayerID",
     "Layer",
     "LayerExists",
@@ -119,6 +130,7 @@ __all__ = [
     "LayerUnknown",
     "LayerUsage",
     "LockTimeout",
+    "MetadataIOError",
     "MountError",
     "NameConflict",
     "OverlayDriver",
@@ -128,6 +140,7 @@ __all__ = [
     "Store",
     "StoreCorrupt",
     "StoreLock",
+    "UnknownReference",
     "UnsafeArchive",
     "VFSDriver",
     "WhiteoutMode",

@@ -25,10 +25,20 @@ Other decisions, each where layer.md leaves room:
   refused when devices are not allowed); in overlay mode it acts as a whiteout.
 - A directory over a whiteout of the same layer (overlay mode) is made opaque.
 - Hard link headers' metadata is not applied: the inode is its target's.
+- A hard link must name a non-directory an earlier entry of the same layer made,
+  in both modes: a link to a lower layer's file is refused (:class:`UnsafeArchive`)
+  because overlay cannot link across layer directories, and one rule for both
+  drivers keeps a layer valid on either.
 - ``same_owner=False`` also drops setuid/setgid from non-directories: the files
   belong to the caller, whose privileges a tar must not hand out.
 - The root's own entry (``./``) is skipped, as containers/storage does.
-- Directory modes and mtimes are set last, deepest first.
+- Directory modes and mtimes are set last, deepest first. A directory that was
+  there before (a lower layer's, in ``remove`` mode) and that the layer changes
+  without a header of its own keeps its times, as umoci keeps them.
+- In ``overlay`` mode, with ``lower`` (a view of the layers below), a parent
+  directory the tar does not carry is copied up from below (owner, mode, xattrs,
+  times) instead of made 0755, and a symlink below on the way is followed, so
+  the merged tree is the one a single-tree unpacker makes (``_archive_lower``).
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from criolib.storage._archive_codec import (
     WhiteoutMode,
     check_digest_arg,
 )
+from criolib.storage._archive_lower import LowerView, LowerViewSource
 from criolib.storage._archive_tar import Member, TarReader, clean_name, display
 from criolib.storage._archive_tree import DIR_FLAGS, OPAQUE_XATTR, Tree
 from criolib.storage._errors import (
@@ -76,7 +87,8 @@ def _label(source: BinaryIO, digest: str | None, diff_id: str | None) -> str:
 
 def apply_layer(source: BinaryIO, dest: Path, *, whiteouts: WhiteoutMode,
                 expected_diff_id: str | None = None, expected_digest: str | None = None,
-                allow_devices: bool = True, same_owner: bool = True) -> ApplyResult:
+                allow_devices: bool = True, same_owner: bool = True,
+                lower: LowerViewSource | None = None) -> ApplyResult:
     """Apply the layer blob ``source`` (gzip, zstd or plain tar) onto the directory ``dest``.
 
     image-spec v1.1 layer.md. Streams once; never writes outside ``dest``.
@@ -84,7 +96,10 @@ def apply_layer(source: BinaryIO, dest: Path, *, whiteouts: WhiteoutMode,
     ``.wh..wh..opq`` the ``trusted.overlay.opaque`` xattr) or ``"remove"`` (they
     delete what the lower layers put in ``dest``; the vfs driver's way). With
     ``same_owner`` entries get the tar's uid/gid, else the caller's and files lose
-    setuid/setgid. Raises :class:`UnsafeArchive`, :class:`LayerFormatError`,
+    setuid/setgid. ``lower`` (overlay mode) shows the merged layers below ``dest``:
+    a directory, or a callable returning one (or ``None``) when first needed;
+    missing parents are then copied up from it (see the module docstring).
+    Raises :class:`UnsafeArchive`, :class:`LayerFormatError`,
     :class:`DigestMismatch` (checked at the end: ``dest`` is then complete but
     wrong) and :class:`LayerIOError`; on error ``dest`` may be half-written, so
     apply into a staging directory.
@@ -95,7 +110,9 @@ def apply_layer(source: BinaryIO, dest: Path, *, whiteouts: WhiteoutMode,
     check_digest_arg("digest", expected_digest)
     label = _label(source, expected_digest, expected_diff_id)
     try:
-        tree = Tree(Path(dest), label, overlay=whiteouts == "overlay")
+        tree = Tree(Path(dest), label, overlay=whiteouts == "overlay",
+                    lower=LowerView(lower) if lower is not None else None,
+                    same_owner=same_owner)
     except OSError as exc:
         raise LayerIOError(f"layer {label}: cannot open {dest}: {exc.strerror}") from exc
     # One thread: on this project's machines a second one bought nothing (two
@@ -208,6 +225,7 @@ class _Applier:
         found = self.tree.walk(parent, create=True, entry=m.name)
         assert found is not None  # create=True makes what is missing
         pfd, rparent = found
+        self.tree.touch(rparent, pfd)
         return pfd, rparent, (rparent + b"/" + base if rparent else base)
 
     def _clear(self, pfd: int, base: bytes) -> None:
@@ -252,6 +270,8 @@ class _Applier:
                           and st.st_rdev == 0)
                 self._clear(pfd, base)
                 os.mkdir(base, 0o700, dir_fd=pfd)
+                if opaque:
+                    self.tree.opaque.add(path)
         fd = os.open(base, DIR_FLAGS, dir_fd=pfd)
         self.tree.remember(path, fd)
         if self.same_owner:
@@ -285,13 +305,22 @@ class _Applier:
         found = self.tree.walk(tparent, create=False, entry=m.name)
         tst = self.tree.lstat(found[0], tbase) if found is not None else None
         if found is None or tst is None:
-            raise self._refuse(m, f"hard link to {display(m.linkname)!r}, which the layer "
-                                  "does not have (yet)")
+            raise self._refuse(m, f"hard link to {display(m.linkname)!r}, which no earlier "
+                                  "entry of this layer made (a hard link cannot reach into "
+                                  "a lower layer)")
         if stat.S_ISDIR(tst.st_mode):
             raise self._refuse(m, f"hard link to the directory {display(m.linkname)!r}")
         if self.overlay and stat.S_ISCHR(tst.st_mode) and tst.st_rdev == 0:
             raise self._refuse(m, f"hard link to {display(m.linkname)!r}, a whiteout")
         tpfd, trparent = found
+        if (trparent + b"/" + tbase if trparent else tbase) not in self.tree.mine:
+            # A lower layer's file: a hard link cannot cross layers (overlay keeps each
+            # layer in its own directory), so both drivers refuse it, as
+            # containers/storage's overlay driver does; layer.md has producers leave
+            # such links out of a changeset.
+            raise self._refuse(m, f"hard link to {display(m.linkname)!r}, which no earlier "
+                                  "entry of this layer made (a hard link cannot reach into "
+                                  "a lower layer)")
         pfd, rparent, path = self._slot(m, parent, base)
         if (rparent, base) == (trparent, tbase):
             return  # a link to itself: it is there already
@@ -387,6 +416,7 @@ class _Applier:
                       display(m.name))
             return
         if not self.overlay:
+            self.tree.touch(rparent, pfd)
             self.tree.remove(pfd, victim)
             return
         st = self.tree.lstat(pfd, victim)
@@ -401,11 +431,13 @@ class _Applier:
             found = self.tree.walk(parent, create=True, entry=m.name)
             assert found is not None
             os.setxattr(found[0], OPAQUE_XATTR, b"y")
+            self.tree.opaque.add(found[1])
             if found[1]:
                 self.tree.mark(found[1].rpartition(b"/")[0], found[1])
             return
         found = self.tree.walk(parent, create=False, entry=m.name)
         if found is not None:
+            self.tree.touch(found[1], found[0])
             self._clear_lower(found[0], found[1])
 
     def _clear_lower(self, dfd: int, rdir: bytes) -> None:
@@ -432,16 +464,25 @@ class _Applier:
                     os.close(fd)
 
     def _finish_dirs(self) -> None:
-        """Modes and mtimes of directories, deepest first, once nothing is created in them."""
-        for path in sorted(self.pending, key=lambda p: p.count(b"/"), reverse=True):
-            mode, mtime_ns, ino = self.pending[path]
+        """Modes and mtimes of directories, deepest first, once nothing is created in them.
+
+        Those with a header get the header's; those the layer only changed (or copied
+        up) get back what they had.
+        """
+        todo: dict[bytes, tuple[int, int, int, int]] = {
+            p: v for p, v in self.tree.restore.items() if p not in self.pending}
+        todo.update((p, (mode, mtime, mtime, ino))
+                    for p, (mode, mtime, ino) in self.pending.items())
+        for path in sorted(todo, key=lambda p: p.count(b"/"), reverse=True):
+            mode, atime_ns, mtime_ns, ino = todo[path]
             fd = self.tree.open_dir(path)
             if fd is None:
                 continue  # a later entry replaced it
             try:
                 if os.fstat(fd).st_ino == ino:
-                    os.fchmod(fd, mode)
-                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                    if mode >= 0:
+                        os.fchmod(fd, mode)
+                    os.utime(fd, ns=(atime_ns, mtime_ns))
             finally:
                 os.close(fd)
                 self.tree.release()

@@ -12,6 +12,14 @@ removing what was there.
 
 Only the extractor writes the tree while it works (it is a staging directory), so
 a name it has just created is still what it created a moment later.
+
+Directories the layer changes without a header of their own keep their times, as
+umoci keeps them: the first time the extractor creates or removes something in a
+directory that was there before, it notes the directory's times (``restore``) and
+the applier puts them back at the end. In overlay mode a missing parent is looked
+up in the layers below (:class:`~criolib.storage._archive_lower.LowerView`): a
+directory there is copied up with its owner, mode, xattrs and times, a symlink
+there is followed (see ``_archive_lower``).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import os
 import stat
 from pathlib import Path
 
+from criolib.storage._archive_lower import LowerEntry, LowerView
 from criolib.storage._archive_tar import display
 from criolib.storage._errors import LayerFormatError, UnsafeArchive
 
@@ -64,19 +73,39 @@ class Tree:
 
     ``mine`` collects the paths (relative, resolved, bytes) this extraction created,
     with every directory above them: the whiteout rules need to tell this layer's
-    entries from the lower layers' (layer.md "Whiteouts").
+    entries from the lower layers' (layer.md "Whiteouts"). ``restore`` maps the
+    directories whose times (and, copied up, mode) go back at the end to
+    ``(mode or -1, atime_ns, mtime_ns, inode)``; ``opaque`` holds the directories
+    this layer made opaque (nothing below shows through them).
     """
 
-    def __init__(self, dest: Path, label: str, *, overlay: bool) -> None:
+    def __init__(self, dest: Path, label: str, *, overlay: bool,
+                 lower: LowerView | None = None, same_owner: bool = True) -> None:
         self.label = label
         self.overlay = overlay
+        self.lower = lower if overlay else None
+        self.same_owner = same_owner
         self.root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._fds: dict[bytes, int] = {}
         self._lookup: dict[bytes, tuple[int, bytes]] = {}
         self._loose: list[int] = []
         self.mine: set[bytes] = set()
+        self.restore: dict[bytes, tuple[int, int, int, int]] = {}
+        self.opaque: set[bytes] = set()
+
+    def touch(self, path: bytes, fd: int) -> None:
+        """Note the times of directory ``path`` (at ``fd``) before this layer first changes it.
+
+        Only for directories the layer did not make: its own get their times from
+        their headers, or are new.
+        """
+        if path not in self.mine and path not in self.restore:
+            st = os.fstat(fd)
+            self.restore[path] = (-1, st.st_atime_ns, st.st_mtime_ns, st.st_ino)
 
     def close(self) -> None:
+        if self.lower is not None:
+            self.lower.close()
         self.invalidate()
         self.release()
         os.close(self.root)
@@ -197,7 +226,10 @@ class Tree:
         except FileNotFoundError:
             if not create:
                 return None
-            nfd = self._mkdir(fd, part, key)
+            below = self._below(key, entry)
+            if isinstance(below, bytes):
+                return below  # a symlink in the layers below: follow it, as one tree would
+            nfd = self._mkdir(fd, part, key, below)
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
@@ -210,11 +242,44 @@ class Tree:
             return nfd, False
         return nfd, True
 
-    def _mkdir(self, fd: int, part: bytes, key: bytes) -> int:
-        os.mkdir(part, 0o755, dir_fd=fd)
+    def _below(self, key: bytes, entry: bytes) -> bytes | LowerEntry | None:
+        """For a missing directory ``key``: a symlink target below, a directory below, or None."""
+        if self.lower is None or any(key == o or key.startswith(o + b"/") or not o
+                                     for o in self.opaque):
+            return None
+        found = self.lower.lookup(key)
+        if found is None:
+            return None
+        if found.link is not None:
+            return found.link
+        if not found.is_dir:
+            raise LayerFormatError(
+                f"layer {self.label}: entry {display(entry)!r}: {display(key)!r} is not a "
+                "directory in the layers below")
+        return found
+
+    def _mkdir(self, fd: int, part: bytes, key: bytes, below: LowerEntry | None = None) -> int:
+        """Make a directory no header asked for: as it is below (copied up), else 0755."""
+        parent = key.rpartition(b"/")[0]
+        self.touch(parent, fd)
+        os.mkdir(part, 0o700 if below else 0o755, dir_fd=fd)
         nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
-        os.fchmod(nfd, 0o755)  # whatever the umask
-        self.mark(key.rpartition(b"/")[0], key)
+        if below is None:
+            os.fchmod(nfd, 0o755)  # whatever the umask
+        else:
+            st = below.st
+            if self.same_owner:
+                os.fchown(nfd, st.st_uid, st.st_gid)
+            for name, value in below.xattrs:
+                try:
+                    os.setxattr(nfd, name, value)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP):
+                        raise
+            # Mode and times at the end, with the directories that have headers.
+            self.restore[key] = (stat.S_IMODE(st.st_mode), st.st_atime_ns, st.st_mtime_ns,
+                                 os.fstat(nfd).st_ino)
+        self.mark(parent, key)
         return nfd
 
     def _link_target(self, fd: int, part: bytes, key: bytes, entry: bytes,
@@ -234,6 +299,7 @@ class Tree:
             os.unlink(part, dir_fd=fd)
             nfd = self._mkdir(fd, part, key)
             os.setxattr(nfd, OPAQUE_XATTR, b"y")
+            self.opaque.add(key)
             return nfd
         raise LayerFormatError(
             f"layer {self.label}: entry {display(entry)!r}: {display(key)!r} is not a "

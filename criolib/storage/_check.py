@@ -1,54 +1,45 @@
-"""Checking, repairing, collecting and measuring a store (containers/storage ``check.go``).
+"""Checking a store (containers/storage ``check.go``): what is broken or left over.
 
-:func:`check` lists what is wrong: records whose files are gone, files no record
-names (what a crash leaves: staging directories, a layer directory written
-before its record, an image directory written before its record, temp files of
-an interrupted atomic write), broken parent chains, images and containers whose
-layers or images are missing, big data missing or changed, and mount counts for
-mounts that are gone. :func:`repair` removes what is broken and never a healthy
-object; :func:`gc` removes layers nothing uses and the debris; :func:`disk_usage`
-measures layers, images and containers like ``podman system df -v``.
+:func:`check` lists what is wrong: metadata files that cannot be read, records
+whose files are gone, files no record names (what a crash leaves: staging
+directories, a layer directory written before its record, an image directory
+written before its record, temp files of an interrupted atomic write, a
+container's layer without its container), broken parent chains, images and
+containers whose layers or images are missing, layer directories the driver
+finds damaged (:meth:`GraphDriver.verify_layer`), big data missing or changed,
+mount counts for mounts that are gone and mounts nothing counts, and layer
+directories of another driver's home. :func:`criolib.storage.repair` removes
+them (``_repair``).
 
-An unused layer is not a problem: an import stores layers before the image that
-uses them, and a repeated import reuses them.
+Work in progress is not debris: a layer directory whose creation lock a live
+process holds, and staging while any extraction runs (see ``_leases``), are
+left out. An unused layer is not a problem: an import stores layers before the
+image that uses them, and a repeated import reuses them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import re
-import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 
-from criolib.storage._drivers._fs import remove_tree
+from criolib.storage._drivers import driver_names
 from criolib.storage._images import Image
 from criolib.storage._layers import Layer
+from criolib.storage._mounts import live_mounts
 from criolib.storage._store import Store
 
-__all__ = [
-    "CheckReport",
-    "ContainerUsage",
-    "DiskUsage",
-    "ImageUsage",
-    "LayerUsage",
-    "Problem",
-    "check",
-    "disk_usage",
-    "gc",
-    "repair",
-]
+__all__ = ["CheckReport", "Problem", "check"]
 
 log = logging.getLogger("criolib.storage")
 
 #: What :func:`atomic_write_bytes` leaves when killed before its rename.
-_TEMP = re.compile(r"^\..+\.tmp$")
+TEMP = re.compile(r"^\..+\.tmp$")
 
 
 @attrs.frozen
@@ -80,17 +71,22 @@ class CheckReport:
         return "\n".join(map(str, self.problems)) or "clean"
 
 
-# -- check ---------------------------------------------------------------------------
-
-
 def check(store: Store) -> CheckReport:
-    """Every problem in ``store`` (read under the shared lock: one consistent state)."""
-    with store.reading():
-        return CheckReport(tuple(_problems(store)))
+    """Every problem in ``store`` (read under the shared lock: one consistent state).
+
+    A metadata file that cannot be read is reported (``metadata-unreadable``), not
+    raised; what depends on it is then not checked.
+    """
+    with store.inspecting() as unreadable:
+        problems = [Problem("metadata-unreadable", str(getattr(exc, "path", "metadata")),
+                            str(exc)) for exc in unreadable]
+        if not unreadable:
+            problems += _problems(store)
+        return CheckReport(tuple(problems))
 
 
 def _problems(store: Store) -> list[Problem]:
-    broken = _broken_layers(store)
+    broken = broken_layers(store)
     return [*_layer_problems(store), *_debris_problems(store),
             *_image_problems(store, broken), *_container_problems(store, broken),
             *_mount_problems(store)]
@@ -106,20 +102,32 @@ def _layer_problems(store: Store) -> Iterator[Problem]:
     for layer in layers.values():
         if layer.id not in on_disk:
             yield Problem("layer-dir-missing", layer.id, f"no directory in {driver.home}")
+        elif damage := driver.verify_layer(layer.id):
+            yield Problem("layer-damaged", layer.id, "; ".join(damage))
         if layer.parent is not None and layer.parent not in layers:
             yield Problem("layer-parent-missing", layer.id,
                           f"parent {layer.parent} is not in layers.json")
-    for orphan in sorted(on_disk - set(layers)):
+    for orphan in orphan_dirs(store):
         yield Problem("layer-dir-orphan", orphan,
                       f"{driver.home / orphan} has no record (left by a crash?)")
+    for layer in orphan_container_layers(store):
+        yield Problem("container-layer-orphan", layer.id,
+                      "a container's layer without its container (a crash in create or "
+                      "delete)")
+    for home, count in foreign_homes(store):
+        yield Problem("driver-home-foreign", str(home),
+                      f"{count} layer director{'y' if count == 1 else 'ies'} of a driver this "
+                      f"store does not use (it uses {driver.name})")
 
 
 def _debris_problems(store: Store) -> Iterator[Problem]:
-    for path in _dangling_links(store):
-        yield Problem("driver-debris", str(path), "symlink to a layer that is gone")
-    for path in _staging(store):
-        yield Problem("staging-debris", str(path), "left by an interrupted write")
-    for path in _temp_files(store):
+    with store.locks.staging_idle() as idle:
+        if idle:  # else an extraction is running: staging and new links are its own
+            for path in dangling_links(store):
+                yield Problem("driver-debris", str(path), "symlink to a layer that is gone")
+            for path in staging_entries(store):
+                yield Problem("staging-debris", str(path), "left by an interrupted write")
+    for path in temp_files(store):
         yield Problem("temp-file", str(path), "left by an interrupted atomic write")
     images = {i.id for i in store.image_store.images()}
     for name in store.image_store.dir_ids():
@@ -144,13 +152,19 @@ def _image_problems(store: Store, broken: set[str]) -> Iterator[Problem]:
             if not path.is_file():
                 yield Problem("image-data-missing", image.id,
                               f"big data {key!r}: no file {path.name}")
-            elif _data_changed(image, key, path):
+                continue
+            try:
+                changed = data_changed(image, key, path)
+            except OSError as exc:
+                yield Problem("image-data-unreadable", image.id, f"big data {key!r}: {exc}")
+                continue
+            if changed:
                 yield Problem("image-data-digest", image.id,
                               f"big data {key!r} does not match its recorded digest and size")
         listed = {ims.big_data_path(image.id, k).name for k in image.big_data_names}
         folder = ims.dir / image.id
-        for name in _listdir(folder):
-            if name not in listed and not _TEMP.match(name):
+        for name in listdir(folder):
+            if name not in listed and not TEMP.match(name):
                 yield Problem("image-data-unlisted", str(folder / name),
                               "a big data file the record does not list")
 
@@ -172,20 +186,29 @@ def _container_problems(store: Store, broken: set[str]) -> Iterator[Problem]:
 
 def _mount_problems(store: Store) -> Iterator[Problem]:
     ls = store.layer_store
+    if ls.mount_table.unreadable:
+        yield Problem("mounts-unreadable", str(ls.mounts_path),
+                      f"{ls.mount_table.unreadable}; no mount is counted")
     for layer_id, (count, path) in ls.mounts().items():
         if layer_id not in ls or not ls.mount_is_live(layer_id):
             yield Problem("mount-stale", layer_id,
                           f"counted {count} mount(s) at {path}, but it is not mounted")
+    for layer_id, points in uncounted_mounts(store).items():
+        yield Problem("mount-uncounted", layer_id or str(store.driver.home),
+                      f"mounted at {', '.join(points)} but mounts.json does not count it")
 
 
-def _listdir(path: Path) -> list[str]:
+# -- scans shared with repair --------------------------------------------------------
+
+
+def listdir(path: Path) -> list[str]:
     try:
         return sorted(os.listdir(path))
     except (FileNotFoundError, NotADirectoryError):
         return []
 
 
-def _broken_layers(store: Store) -> set[str]:
+def broken_layers(store: Store) -> set[str]:
     """Layers whose directory, or some ancestor's, is missing (children inherit it)."""
     ls = store.layer_store
     layers = {lay.id: lay for lay in ls.layers()}
@@ -204,117 +227,61 @@ def _broken_layers(store: Store) -> set[str]:
     return broken
 
 
-def _staging(store: Store) -> list[Path]:
+def orphan_dirs(store: Store) -> list[str]:
+    """Layer directories without a record that no live process is creating."""
+    known = {lay.id for lay in store.layer_store.layers()}
+    return [i for i in store.driver.layer_ids()
+            if i not in known and not store.locks.being_created(i)]
+
+
+def orphan_container_layers(store: Store) -> list[Layer]:
+    """Container layers without their container, that nothing stands on."""
+    ls = store.layer_store
+    return [lay for lay in store.container_store.orphan_layers() if not ls.children(lay.id)]
+
+
+def foreign_homes(store: Store) -> list[tuple[Path, int]]:
+    """Other drivers' homes in the graphroot that hold layer directories: (home, count)."""
+    out = []
+    for name in driver_names():
+        home = store.graphroot / name
+        if name == store.driver.name or home == store.driver.home or not home.is_dir():
+            continue
+        count = sum(1 for n in listdir(home) if n != "l" and (home / n).is_dir())
+        if count:
+            out.append((home, count))
+    return out
+
+
+def uncounted_mounts(store: Store) -> dict[str, list[str]]:
+    """Mounts under the driver's home that ``mounts.json`` does not count: layer -> points."""
+    counted = store.layer_store.mounts()
+    return {layer: points for layer, points in live_mounts(store.driver).items()
+            if layer not in counted}
+
+
+def staging_entries(store: Store) -> list[Path]:
     root = store.graphroot / "staging"
-    try:
-        return sorted(root / n for n in os.listdir(root))
-    except FileNotFoundError:
-        return []
+    return [root / n for n in listdir(root)]
 
 
-def _temp_files(store: Store) -> list[Path]:
+def temp_files(store: Store) -> list[Path]:
     places = [store.graphroot, store.runroot, store.container_store.dir]
     places += [store.image_store.dir / n for n in store.image_store.dir_ids()]
     found = []
     for place in places:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            found += [place / n for n in os.listdir(place) if _TEMP.match(n)]
+        found += [place / n for n in listdir(place) if TEMP.match(n)]
     return sorted(found)
 
 
-def _dangling_links(store: Store) -> list[Path]:
+def dangling_links(store: Store) -> list[Path]:
     """Links in a driver's ``l/`` whose layer is gone (overlay's short names)."""
     links = store.driver.home / "l"
-    try:
-        names = os.listdir(links)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(links / n for n in names
-                  if os.path.islink(links / n) and not os.path.exists(links / n))
+    return [links / n for n in listdir(links)
+            if os.path.islink(links / n) and not os.path.exists(links / n)]
 
 
-# -- repair --------------------------------------------------------------------------
-
-
-def repair(store: Store) -> list[str]:
-    """Remove what :func:`check` finds broken; return what was done, one line each.
-
-    Removes records whose files are gone (layers, with their children, and the
-    images and containers standing on them), files no record names, stale mount
-    counts; re-records a big data item whose file was replaced whole (a crash
-    between the file and the record); makes a missing userdata directory again.
-    Healthy objects are never touched: unused layers are :func:`gc`'s business.
-    """
-    done: list[str] = []
-    with store.writing():
-        broken = _broken_layers(store)
-        bad_images = _repair_images(store, broken, done)
-        _repair_containers(store, broken, bad_images, done)
-        ls = store.layer_store
-        for image_id in sorted(bad_images):
-            store.image_store.delete_image(image_id)
-            done.append(f"image {image_id}: removed (a layer or big data item is gone)")
-        doomed = [lay.id for lay in reversed(ls.layers()) if lay.id in broken]
-        if doomed:
-            ls.forget(doomed)  # records first (children before parents), one write
-            ls.delete_dirs(doomed)
-            done += [f"layer {i}: removed (its files or a parent's are gone)" for i in doomed]
-        if ls.hidden:
-            done += [f"layer {lay.id}: dropped its incomplete record" for lay in ls.hidden]
-            ls.save()
-        for layer_id in list(ls.mounts()):
-            if not ls.mount_is_live(layer_id):
-                ls.drop_mount_count(layer_id)
-                done.append(f"layer {layer_id}: dropped a stale mount count")
-        done += _remove_debris(store)
-    for line in done:
-        log.info("repair: %s", line)
-    return done
-
-
-def _repair_images(store: Store, broken: set[str], done: list[str]) -> set[str]:
-    """Re-record changed big data; return the images to remove."""
-    ls, ims = store.layer_store, store.image_store
-    bad = set()
-    for image in ims.images():
-        if image.layer is not None and (image.layer in broken or image.layer not in ls):
-            bad.add(image.id)
-            continue
-        for key in image.big_data_names:
-            path = ims.big_data_path(image.id, key)
-            if not path.is_file():
-                bad.add(image.id)
-                break
-            if _data_changed(image, key, path):
-                # The file was replaced whole (atomic write) and the record not yet.
-                ims.resync_big_data(image.id, key)
-                done.append(f"image {image.id}: re-recorded big data {key!r} from its file")
-    return bad
-
-
-def _repair_containers(store: Store, broken: set[str], bad_images: set[str],
-                       done: list[str]) -> None:
-    ls, ims, cs = store.layer_store, store.image_store, store.container_store
-    for container in cs.containers():
-        if container.layer is not None and (container.layer in broken
-                                            or container.layer not in ls):
-            cs.forget(container.id)
-            cs.remove_dir(container.id)
-            done.append(f"container {container.id}: removed (its layer is gone)")
-            continue
-        if container.image is not None and (container.image in bad_images
-                                            or container.image not in ims):
-            # Its own layers still work: keep the container, drop the dead reference.
-            cs.detach_image(container.id)
-            done.append(f"container {container.id}: no longer refers to missing image "
-                        f"{container.image}")
-        userdata = cs.dir / container.id / "userdata"
-        if not userdata.is_dir():
-            userdata.mkdir(parents=True, mode=0o700)
-            done.append(f"container {container.id}: made {userdata} again")
-
-
-def _data_changed(image: Image, key: str, path: Path) -> bool:
+def data_changed(image: Image, key: str, path: Path) -> bool:
     """Whether the file of big data ``key`` differs from the record's digest or size."""
     data = path.read_bytes()
     want = image.big_data_digests.get(key)
@@ -322,185 +289,3 @@ def _data_changed(image: Image, key: str, path: Path) -> bool:
     return ((want is not None and want != "sha256:" + hashlib.sha256(data).hexdigest())
             or (size is not None and size != len(data)))
 
-
-def _remove_debris(store: Store) -> list[str]:
-    """Remove files and directories no record names; under the exclusive lock."""
-    done = []
-    ls, ims, cs = store.layer_store, store.image_store, store.container_store
-    known = {lay.id for lay in ls.layers()}
-    for orphan in sorted(set(store.driver.layer_ids()) - known):
-        store.driver.remove(orphan)
-        done.append(f"layer directory {orphan}: removed (no record)")
-    for link in _dangling_links(store):
-        link.unlink()
-        done.append(f"{link}: removed (dangling)")
-    for path in _staging(store):
-        _rmtree(path)
-        done.append(f"{path}: removed (staging debris)")
-    for path in _temp_files(store):
-        path.unlink(missing_ok=True)
-        done.append(f"{path}: removed (temp file)")
-    images = {i.id: i for i in ims.images()}
-    for name in ims.dir_ids():
-        folder = ims.dir / name
-        if name not in images:
-            _rmtree(folder)
-            done.append(f"{folder}: removed (no image record)")
-            continue
-        listed = {ims.big_data_path(name, k).name for k in images[name].big_data_names}
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.listdir(folder):
-                if entry not in listed:
-                    _rmtree(folder / entry)
-                    done.append(f"{folder / entry}: removed (not listed)")
-    containers = {c.id for c in cs.containers()}
-    for name in cs.dir_ids():
-        if name not in containers:
-            _rmtree(cs.dir / name)
-            done.append(f"{cs.dir / name}: removed (no container record)")
-    return done
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a file or a tree, detaching anything mounted below it first.
-
-    ``rmtree`` would walk into a mount left inside (a container's shm, an overlay
-    in a half-removed layer) and delete what it shows.
-    """
-    if path.is_dir() and not path.is_symlink():
-        remove_tree(path, home=None)
-    else:
-        path.unlink(missing_ok=True)
-
-
-# -- gc ------------------------------------------------------------------------------
-
-
-def gc(store: Store, *, min_age: float = 300.0) -> list[str]:
-    """Remove layers no image or container uses, and crash debris; return what went.
-
-    Layers younger than ``min_age`` seconds are kept: another process may have
-    stored them for an image it has not recorded yet. Mounted layers are kept.
-    """
-    done: list[str] = []
-    with store.writing():
-        ls = store.layer_store
-        used = store.referenced_layers()
-        now = time.time()
-        keep = set(used)
-        for layer in ls.layers():
-            young = layer.created is not None and now - layer.created.timestamp() < min_age
-            if young or ls.mounted(layer.id):
-                keep.update(lay.id for lay in _ancestors(store, layer.id))
-        doomed = [lay.id for lay in reversed(ls.layers()) if lay.id not in keep]
-        if doomed:
-            ls.forget(doomed)
-            ls.delete_dirs(doomed)
-            done += [f"layer {i}: removed (unused)" for i in doomed]
-        done += _remove_debris(store)
-    for line in done:
-        log.info("gc: %s", line)
-    return done
-
-
-def _ancestors(store: Store, layer_id: str) -> list[Layer]:
-    try:
-        return store.layer_store.chain(layer_id)
-    except KeyError:
-        return []
-
-
-# -- disk usage ----------------------------------------------------------------------
-
-
-@attrs.frozen
-class LayerUsage:
-    """A layer's own directory: bytes of its files (hard links once)."""
-
-    id: str
-    size: int
-    parent: str | None = None
-
-
-@attrs.frozen
-class ImageUsage:
-    """An image's layers: all of them, those shared with others, those only it has.
-
-    ``containers`` counts the containers made from it; ``layers`` are its layer ids.
-    """
-
-    id: str
-    names: tuple[str, ...]
-    size: int
-    shared_size: int
-    unique_size: int
-    containers: int
-    layers: tuple[str, ...] = ()
-
-
-@attrs.frozen
-class ContainerUsage:
-    """A container's writable layer."""
-
-    id: str
-    names: tuple[str, ...]
-    image: str | None
-    size: int
-
-
-@attrs.frozen
-class DiskUsage:
-    """Bytes used, per layer, image and container; ``total`` counts each layer once."""
-
-    layers: tuple[LayerUsage, ...]
-    images: tuple[ImageUsage, ...]
-    containers: tuple[ContainerUsage, ...]
-    total: int
-
-
-def disk_usage(store: Store) -> DiskUsage:
-    """Measure every layer, image and container (``podman system df -v``)."""
-    with store.reading():
-        ls, ims, cs = store.layer_store, store.image_store, store.container_store
-        sizes = {}
-        for layer in ls.layers():
-            try:
-                sizes[layer.id] = _tree_size(store.driver.diff_path(layer.id))
-            except (KeyError, OSError):
-                sizes[layer.id] = 0
-        chains = {}
-        for image in ims.images():
-            chains[image.id] = ({lay.id for lay in ls.chain(image.layer)}
-                                if image.layer is not None and image.layer in ls else set())
-        images = []
-        for image in ims.images():
-            others: set[str] = set()
-            for other, chain in chains.items():
-                if other != image.id:
-                    others |= chain
-            mine = chains[image.id]
-            size = sum(sizes.get(i, 0) for i in mine)
-            shared = sum(sizes.get(i, 0) for i in mine & others)
-            images.append(ImageUsage(image.id, image.names, size, shared, size - shared,
-                                     len(cs.by_image(image.id)), tuple(sorted(mine))))
-        containers = tuple(ContainerUsage(c.id, c.names, c.image, sizes.get(c.layer or "", 0))
-                           for c in cs.containers())
-        return DiskUsage(
-            layers=tuple(LayerUsage(lay.id, sizes[lay.id], lay.parent) for lay in ls.layers()),
-            images=tuple(images), containers=containers, total=sum(sizes.values()))
-
-
-def _tree_size(root: Path) -> int:
-    """Bytes of the files under ``root`` (apparent sizes; each inode once)."""
-    total, seen = 0, set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames + dirnames:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
-    return total

@@ -7,18 +7,31 @@ containers-storage.conf(5): a TOML file whose options all sit under a global
 one driver's. The first file found wins: ``$CONTAINERS_STORAGE_CONF``; for a user
 other than root ``$XDG_CONFIG_HOME/containers/storage.conf`` (or
 ``~/.config/containers/storage.conf``); ``/etc/containers/storage.conf``;
-``/usr/share/containers/storage.conf``. Without any, containers/storage's defaults
-apply (overlay in ``/var/lib/containers/storage``, ``/run/containers/storage``).
+``/usr/share/containers/storage.conf``.
 
-Keys this module does not know are logged and ignored, like containers/storage
-does; a known key of the wrong type raises :class:`ConfigError` naming the file
-and the key.
+Where a file does not say, criolib's own defaults apply, never podman's store:
+overlay in ``/var/lib/criolib/storage`` with ``/run/criolib/storage`` (a user
+other than root: ``$XDG_DATA_HOME/criolib/storage`` and
+``$XDG_RUNTIME_DIR/criolib/storage``). A graphroot given without a runroot gets
+one of its own, ``<default runroot>-<sha256(graphroot)[:12]>``: two stores never
+count their mounts in one runroot.
+
+``driver`` is used as given (no fallback); without it, the first entry of
+``driver_priority`` that works here is chosen. ``rootless_storage_path`` takes
+``$UID`` and ``$USER``; every path takes environment variables. Settings that
+would change what the store means and that criolib does not implement
+(``transient_store = true``, ``imagestore``, ``additionalimagestores``) raise
+:class:`ConfigError`; other keys this module does not know are logged and
+ignored, like containers/storage does; a known key of the wrong type raises
+:class:`ConfigError` naming the file and the key.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pwd
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,7 +39,9 @@ from typing import Any
 
 import attrs
 
-from criolib.storage._errors import ConfigError
+from criolib.storage._drivers import get_driver
+from criolib.storage._errors import ConfigError, DriverUnknown, DriverUnsupported
+from criolib.storage._markers import runroot_for
 
 __all__ = [
     "DEFAULT_GRAPHROOT",
@@ -38,9 +53,9 @@ __all__ = [
 
 log = logging.getLogger("criolib.storage")
 
-#: containers/storage's defaults for root (containers-storage.conf(5)).
-DEFAULT_GRAPHROOT = Path("/var/lib/containers/storage")
-DEFAULT_RUNROOT = Path("/run/containers/storage")
+#: criolib's own defaults for root (podman's and CRI-O's store is not criolib's to share).
+DEFAULT_GRAPHROOT = Path("/var/lib/criolib/storage")
+DEFAULT_RUNROOT = Path("/run/criolib/storage")
 DEFAULT_DRIVER = "overlay"
 ENV_CONF = "CONTAINERS_STORAGE_CONF"
 
@@ -123,22 +138,18 @@ class StorageConfig:
                 continue
             _check(where, f"storage.{key}", value, kind)
         options: dict[str, Any] = dict(storage.get("options", {}))
-        for key, value in options.items():
-            if key in _DRIVER_TABLES:
-                _check(where, f"storage.options.{key}", value, _TABLE)
-                for sub, subvalue in value.items():
-                    _check_scalar(where, f"storage.options.{key}.{sub}", subvalue)
-            elif key in _SHARED_OPTION_KEYS:
-                if key in {"additionalimagestores"}:
-                    _check(where, f"storage.options.{key}", value, _LIST)
-            else:
-                log.info("%s: ignoring unknown key storage.options.%s", where, key)
+        _check_options(where, options)
+        _refuse_unsupported(where, storage, options)
         priority = tuple(storage.get("driver_priority", ()))
-        driver = storage.get("driver") or (priority[0] if priority else DEFAULT_DRIVER)
         graphroot = _path(where, "graphroot", storage.get("graphroot"), DEFAULT_GRAPHROOT)
         runroot = _path(where, "runroot", storage.get("runroot"), DEFAULT_RUNROOT)
         if os.geteuid() != 0:
             graphroot, runroot = _rootless_roots(where, storage, source, graphroot, runroot)
+        elif not storage.get("runroot") and graphroot != DEFAULT_GRAPHROOT:
+            runroot = runroot_for(graphroot, DEFAULT_RUNROOT)
+        driver = storage.get("driver") or (
+            _first_supported(where, priority, graphroot, options) if priority
+            else DEFAULT_DRIVER)
         imagestore = storage.get("imagestore") or None
         return cls(
             driver=driver,
@@ -190,6 +201,20 @@ def _check(where: str, key: str, value: object, kind: str) -> None:
         raise ConfigError(f"{where}: {key} must be {kind}, not {_describe(value)}")
 
 
+def _check_options(where: str, options: Mapping[str, Any]) -> None:
+    """Type-check ``[storage.options]`` and its per-driver tables; log unknown keys."""
+    for key, value in options.items():
+        if key in _DRIVER_TABLES:
+            _check(where, f"storage.options.{key}", value, _TABLE)
+            for sub, subvalue in value.items():
+                _check_scalar(where, f"storage.options.{key}.{sub}", subvalue)
+        elif key in _SHARED_OPTION_KEYS:
+            if key in {"additionalimagestores"}:
+                _check(where, f"storage.options.{key}", value, _LIST)
+        else:
+            log.info("%s: ignoring unknown key storage.options.%s", where, key)
+
+
 def _check_scalar(where: str, key: str, value: object) -> None:
     if not isinstance(value, _SCALAR):
         raise ConfigError(
@@ -215,23 +240,75 @@ def _rootless_roots(where: str, storage: Mapping[str, Any], source: Path | None,
     """Where a user other than root keeps a store (containers-storage.conf(5)).
 
     A system file's graphroot and runroot are root's: a user gets
-    ``rootless_storage_path`` or ``$XDG_DATA_HOME/containers/storage``, and
-    ``$XDG_RUNTIME_DIR/containers``; only the user's own file may set them.
+    ``rootless_storage_path`` (with ``$UID`` and ``$USER``) or
+    ``$XDG_DATA_HOME/criolib/storage``, and ``$XDG_RUNTIME_DIR/criolib/storage``;
+    only the user's own file may set them.
     """
     own = source is not None and source in _users_own_files()
     data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     # containers/storage's fallback when there is no XDG_RUNTIME_DIR (a fixed name, as
     # there: the store lock inside decides who uses it, not the name).
     runtime = (os.environ.get("XDG_RUNTIME_DIR")
-               or f"/tmp/containers-user-{os.geteuid()}")  # noqa: S108
+               or f"/tmp/criolib-user-{os.geteuid()}")  # noqa: S108
     if storage.get("rootless_storage_path"):
-        graphroot = _path(where, "rootless_storage_path", storage["rootless_storage_path"],
-                          graphroot)
+        graphroot = _path(where, "rootless_storage_path",
+                          _user_vars(storage["rootless_storage_path"]), graphroot)
     elif not (own and storage.get("graphroot")):
-        graphroot = Path(data) / "containers" / "storage"
+        graphroot = Path(data) / "criolib" / "storage"
+    default_runroot = Path(runtime) / "criolib" / "storage"
     if not (own and storage.get("runroot")):
-        runroot = Path(runtime) / "containers"
+        runroot = (default_runroot if graphroot == Path(data) / "criolib" / "storage"
+                   else runroot_for(graphroot, default_runroot))
     return graphroot, runroot
+
+
+_USER_VAR = re.compile(r"\$(\{)?(UID|USER)(?(1)\})")
+
+
+def _user_vars(value: str) -> str:
+    """``$UID``/``${UID}`` and ``$USER``/``${USER}`` replaced (containers-storage.conf(5))."""
+    uid = os.geteuid()
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(2) == "UID":
+            return str(uid)
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return os.environ.get("USER", str(uid))
+
+    return _USER_VAR.sub(sub, value)
+
+
+def _refuse_unsupported(where: str, storage: Mapping[str, Any],
+                        options: Mapping[str, Any]) -> None:
+    """:class:`ConfigError` for settings that would change the store's meaning."""
+    refused = []
+    if storage.get("transient_store") is True:
+        refused.append("storage.transient_store = true (metadata on the runroot)")
+    if storage.get("imagestore"):
+        refused.append("storage.imagestore (images in a separate store)")
+    if options.get("additionalimagestores"):
+        refused.append("storage.options.additionalimagestores (read-only image stores)")
+    if refused:
+        raise ConfigError(f"{where}: {'; '.join(refused)}: not supported by criolib; remove "
+                          "the setting or use containers/storage")
+
+
+def _first_supported(where: str, priority: Sequence[str], graphroot: Path,
+                     options: Mapping[str, Any]) -> str:
+    """The first driver of ``driver_priority`` that is known and works under ``graphroot``."""
+    reasons = []
+    for name in priority:
+        try:
+            get_driver(name, graphroot / name, options=_driver_options(name, options))
+        except (DriverUnknown, DriverUnsupported) as exc:
+            reasons.append(f"{name}: {exc}")
+            log.info("%s: driver_priority: skipping %s: %s", where, name, exc)
+            continue
+        return name
+    raise ConfigError(f"{where}: no driver of storage.driver_priority works here: "
+                      + "; ".join(reasons))
 
 
 def _driver_options(driver: str, options: Mapping[str, Any]) -> tuple[str, ...]:

@@ -28,20 +28,32 @@ import attrs
 
 from criolib._atomic import fsync_dir
 from criolib.storage._drivers._fs import remove_tree
-from criolib.storage._errors import ContainerUnknown, IDConflict, LayerInUse, NameConflict
+from criolib.storage._errors import (
+    ContainerUnknown,
+    IDConflict,
+    LayerInUse,
+    LayerUnknown,
+    NameConflict,
+)
+from criolib.storage._faults import crash_point
 from criolib.storage._images import Image
-from criolib.storage._layers import (
-    LayerStore,
+from criolib.storage._layers import Layer, LayerStore
+from criolib.storage._records import (
     load_records,
     lookup,
     make_converter,
+    metadata_error,
     new_id,
     save_records,
     utcnow,
     validate_id,
 )
 
-__all__ = ["Container", "ContainerStore"]
+__all__ = ["CONTAINER_FLAG", "Container", "ContainerStore"]
+
+#: The flag on a container's own layer (containers/storage does not flag it; criolib
+#: does, so that a layer a crash left without its container can be told apart).
+CONTAINER_FLAG = "container"
 
 log = logging.getLogger("criolib.storage")
 
@@ -62,6 +74,10 @@ class Container:
     metadata: str = ""
     flags: Mapping[str, Any] = attrs.field(factory=dict)
     extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``containers.json`` holds it (containers/storage's field names)."""
+        return container_to_json(self)
 
 
 _CONTAINER_WIRE = {
@@ -90,8 +106,8 @@ class ContainerStore:
         self._containers = {c.id: c for c in load_records(self.path, container_from_json)}
         self._names = {n: c.id for c in self._containers.values() for n in c.names}
 
-    def save(self) -> None:
-        save_records(self.path, self._containers.values(), container_to_json)
+    def save(self, what: str = "the containers") -> None:
+        save_records(self.path, self._containers.values(), container_to_json, what=what)
 
     # -- lookups ------------------------------------------------------------------
 
@@ -119,6 +135,12 @@ class ContainerStore:
     def by_layer(self, layer_id: str) -> list[Container]:
         return [c for c in self._containers.values() if c.layer == layer_id]
 
+    def orphan_layers(self) -> list[Layer]:
+        """Container layers no container names (a crash inside create or delete)."""
+        named = {c.layer for c in self._containers.values()}
+        return [lay for lay in self.layers.layers()
+                if lay.flags.get(CONTAINER_FLAG) and lay.id not in named]
+
     def userdata(self, ref: str) -> Path:
         """``containers/<id>/userdata``: the container's own directory."""
         return self.dir / self.get(ref).id / "userdata"
@@ -131,29 +153,53 @@ class ContainerStore:
         """A container on ``image`` (``None``: on an empty base) with a new rw layer.
 
         Order, for crash safety: the layer (directory, then its record), the
-        userdata directory, then the container record.
+        userdata directory, then the container record. A container layer that a
+        crash left without its container (same id) is removed first; a failed
+        write removes what was made.
         """
         del mount_label  # SELinux labels: no SELinux on the machines criolib runs on
         if id is None:
             id = new_id()
         validate_id("container", id)
-        if id in self._containers or id in self.layers:
-            raise IDConflict(f"container id {id} is taken (by a container or a layer)")
         wanted = tuple(dict.fromkeys(n for n in names if n))
         for name in wanted:
             if name in self._names:
                 raise NameConflict(f"container name {name!r} is in use by container "
                                    f"{self._names[name]}")
-        layer, _ = self.layers.create_layer(None, image.layer if image else None, id=id,
-                                            flags={"container": True})
+        if id not in self._containers and id in self.layers and any(
+                lay.id == id for lay in self.orphan_layers()):
+            log.info("container %s: removing its layer left by a crash", id)
+            self.layers.remove(id)
+        if id in self._containers or id in self.layers:
+            raise IDConflict(f"container id {id} is taken (by a container or a layer)")
+        layer = self.layers.create_empty(id, image.layer if image else None,
+                                         flags={CONTAINER_FLAG: True})
+        crash_point("after-container-layer")
         userdata = self.dir / id / "userdata"
-        userdata.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fsync_dir(self.dir)
-        container = Container(id=id, image=image.id if image else None, layer=layer.id,
-                              names=wanted, created=utcnow(), metadata=metadata)
-        self._containers[id] = container
-        self._names.update(dict.fromkeys(wanted, id))
-        self.save()
+        try:
+            try:
+                userdata.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fsync_dir(self.dir)
+            except OSError as exc:
+                raise metadata_error(exc, userdata, f"make the directory of container {id}"
+                                     ) from exc
+            crash_point("after-container-dir")
+            container = Container(id=id, image=image.id if image else None, layer=layer.id,
+                                  names=wanted, created=utcnow(), metadata=metadata)
+            self._containers[id] = container
+            self._names.update(dict.fromkeys(wanted, id))
+            try:
+                self.save(f"new container {id}")
+            except OSError:
+                del self._containers[id]
+                for name in wanted:
+                    self._names.pop(name, None)
+                raise
+        except OSError:
+            self.layers.remove(id)
+            self.remove_dir(id)
+            raise
+        crash_point("after-container-record")
         return container
 
     # -- names --------------------------------------------------------------------
@@ -171,7 +217,7 @@ class ContainerStore:
         container = attrs.evolve(container, names=wanted)
         self._containers[container.id] = container
         self._names.update(dict.fromkeys(wanted, container.id))
-        self.save()
+        self.save(f"the names of container {container.id}")
         return container
 
     # -- mounts -------------------------------------------------------------------
@@ -180,7 +226,7 @@ class ContainerStore:
         """Mount the container's root filesystem (shared with other callers)."""
         container = self.get(ref)
         if container.layer is None:
-            raise ContainerUnknown(f"container {container.id} has no layer")
+            raise LayerUnknown(f"container {container.id} has no layer to mount")
         return self.layers.mount(container.layer, options=options)
 
     def unmount(self, ref: str, *, force: bool = False) -> bool:
@@ -210,7 +256,8 @@ class ContainerStore:
         del self._containers[container.id]
         for name in container.names:
             self._names.pop(name, None)
-        self.save()
+        self.save(f"the removal of container {container.id}")
+        crash_point("after-container-record-drop")
         if layer is not None:
             self.layers.remove(layer)
         self.remove_dir(container.id)

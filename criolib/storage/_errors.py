@@ -5,9 +5,14 @@
     criolib.errors.CriolibError
     └── StorageError
         ├── LayerUnknown (KeyError)        no layer with that id (in the driver or the store)
+        │   └── UnknownReference           no image, container or layer by that reference (also
+        │                                  an ImageUnknown and a ContainerUnknown)
         ├── LayerExists (FileExistsError)  a layer with that id is already there
         ├── InvalidLayerID (ValueError)    an id that cannot name a directory (empty, "/", "l")
+        ├── InvalidID (ValueError)         an image or container id that is not valid (an image
+        │                                  id must be 64 lowercase hex digits)
         ├── ImageUnknown (KeyError)        no image by that id, id prefix, name or digest
+        ├── BigDataUnknown (KeyError)      an image has no big data item by that key; names both
         ├── ContainerUnknown (KeyError)    no container by that id, id prefix or name
         ├── AmbiguousID (KeyError)         an id prefix that several objects share
         ├── LayerInUse                     a layer that a child, image, container or mount uses
@@ -25,9 +30,14 @@
         │                                  devices are not allowed); names the entry, says why
         ├── DigestMismatch (ValueError)    a layer's diff_id or digest is not the expected
         │                                  one; .expected and .actual hold both
+        │   └── ImageIDMismatch            an image id that is not the sha256 of its config
         ├── LayerIOError (OSError)         writing or reading a layer's files failed (disk
         │                                  full, permission, an xattr the fs refuses);
         │                                  names the entry; the OSError is the __cause__
+        ├── MetadataIOError (OSError)      reading or writing a metadata file, a big data item,
+        │                                  a directory of the store failed (disk full, a
+        │                                  graphroot that is a file); names the file and the
+        │                                  object; the OSError is the __cause__
         └── DriverError                    a graph driver failed; an OSError is the __cause__
             ├── DriverUnknown (ValueError)     no driver by that name; lists the known ones
             ├── DuplicateDriver (ValueError)   two drivers registered under one name
@@ -44,6 +54,7 @@ from criolib.errors import CriolibError
 
 __all__ = [
     "AmbiguousID",
+    "BigDataUnknown",
     "ConfigError",
     "ContainerUnknown",
     "DigestMismatch",
@@ -52,9 +63,11 @@ __all__ = [
     "DriverUnsupported",
     "DuplicateDriver",
     "IDConflict",
+    "ImageIDMismatch",
     "ImageInUse",
     "ImageUnknown",
     "InvalidDriverOption",
+    "InvalidID",
     "InvalidLayerID",
     "LayerExists",
     "LayerFormatError",
@@ -62,10 +75,12 @@ __all__ = [
     "LayerInUse",
     "LayerUnknown",
     "LockTimeout",
+    "MetadataIOError",
     "MountError",
     "NameConflict",
     "StorageError",
     "StoreCorrupt",
+    "UnknownReference",
     "UnsafeArchive",
 ]
 
@@ -242,3 +257,48 @@ class LayerIOError(StorageError, OSError):
     def __str__(self) -> str:
         # OSError would format (errno, strerror) pairs; keep the message as written.
         return str(self.args[0]) if self.args else ""
+
+
+class MetadataIOError(StorageError, OSError):
+    """Reading or writing the store's own files failed: a metadata file (layers.json...),
+    a big data item, ``mounts.json``, a container's directory, the graphroot itself.
+
+    ``errno`` is the failed call's, ``filename`` the file; the message names the file
+    and the object (layer, image, container) being changed; the ``OSError`` is the
+    ``__cause__``. Nothing was recorded: the change did not happen.
+    """
+
+    def __init__(self, message: str, *, filename: object = None,
+                 errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.filename = None if filename is None else str(filename)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidID(StorageError, ValueError):
+    """An image or container id that cannot be used (an image id is 64 lowercase hex)."""
+
+
+class ImageIDMismatch(DigestMismatch):
+    """An image id that is not the sha256 of the config given with it (image-spec: the
+    image id is the config's digest); ``expected`` is the id, ``actual`` the config's."""
+
+
+class BigDataUnknown(StorageError, _KeyErrorMessage):
+    """An image without a big data item by that key; ``image_id`` and ``key`` name both."""
+
+    def __init__(self, message: str, *, image_id: str = "", key: str = "") -> None:
+        super().__init__(message)
+        self.image_id = image_id
+        self.key = key
+
+
+class UnknownReference(ImageUnknown, ContainerUnknown, LayerUnknown):
+    """No image, container or layer by that id, name or prefix (a call that takes any).
+
+    It is each of :class:`ImageUnknown`, :class:`ContainerUnknown` and
+    :class:`LayerUnknown` (and so a ``KeyError``): catch whichever fits.
+    """

@@ -2,7 +2,9 @@
 
 An image is a top layer plus names, digests and "big data": the manifest, the
 config, signatures, each kept in ``images/<id>/<base64url(key)>`` and listed in the
-record with its digest and size. The id is the config digest's hex. Big data is
+record with its digest and size. The id is the config digest's hex (image-spec
+v1.1 config.md "ImageID"): 64 lowercase hex digits, and when the config itself is
+stored as big data ``config``, its sha256 must be the id. Big data is
 written (atomically) before the record that lists it, and an image's record only
 after its layers exist, so a crash leaves at worst files no record names.
 
@@ -29,21 +31,30 @@ from typing import Any
 import attrs
 
 from criolib._atomic import atomic_write_bytes, fsync_dir
-from criolib.storage._errors import IDConflict, ImageUnknown, StorageError
-from criolib.storage._layers import (
-    load_records as _load_records,
+from criolib.storage._errors import (
+    BigDataUnknown,
+    IDConflict,
+    ImageIDMismatch,
+    ImageUnknown,
+    StorageError,
 )
-from criolib.storage._layers import (
+from criolib.storage._faults import crash_point
+from criolib.storage._records import (
+    load_records,
     lookup,
     make_converter,
+    metadata_error,
     save_records,
     utcnow,
-    validate_id,
+    validate_image_id,
 )
 
-__all__ = ["Image", "ImageStore", "big_data_file_name", "repository_of"]
+__all__ = ["CONFIG_KEY", "Image", "ImageStore", "big_data_file_name", "repository_of"]
 
 log = logging.getLogger("criolib.storage")
+
+#: The big data key under which containers/image keeps an image's config.
+CONFIG_KEY = "config"
 
 
 def big_data_file_name(key: str) -> str:
@@ -80,6 +91,10 @@ class Image:
     flags: Mapping[str, Any] = attrs.field(factory=dict)
     extra: Mapping[str, Any] = attrs.field(factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``images.json`` holds it (containers/storage's field names)."""
+        return image_to_json(self)
+
 
 _IMAGE_WIRE = {
     "id": "id", "digest": "digest", "digests": "digests", "names": "names",
@@ -105,11 +120,11 @@ class ImageStore:
 
     def load(self) -> None:
         """Read ``images.json`` again."""
-        self._images = {i.id: i for i in _load_records(self.path, image_from_json)}
+        self._images = {i.id: i for i in load_records(self.path, image_from_json)}
         self._names = {n: i.id for i in self._images.values() for n in i.names}
 
-    def save(self) -> None:
-        save_records(self.path, self._images.values(), image_to_json)
+    def save(self, what: str = "the images") -> None:
+        save_records(self.path, self._images.values(), image_to_json, what=what)
 
     # -- lookups ------------------------------------------------------------------
 
@@ -167,12 +182,16 @@ class ImageStore:
                      big_data: Mapping[str, bytes] | None = None) -> tuple[Image, bool]:
         """Record an image; ``(image, created)``.
 
-        The caller has checked that ``layer`` exists. ``big_data`` files are
-        written before the record. An image with this id on the same layer is
-        updated (names and digests added, big data set) rather than refused, so an
-        import can be repeated; on another layer it raises :class:`IDConflict`.
+        The caller has checked that ``layer`` exists. ``id`` must be 64 lowercase
+        hex (:class:`InvalidID`) and, when ``big_data`` has a ``config``, its
+        sha256 (:class:`ImageIDMismatch`). ``big_data`` files are written before
+        the record. An image with this id on the same layer is updated (names and
+        digests added, big data set) rather than refused, so an import can be
+        repeated; on another layer it raises :class:`IDConflict`.
         """
-        validate_id("image", id)
+        validate_image_id(id)
+        if big_data and CONFIG_KEY in big_data:
+            check_config(id, big_data[CONFIG_KEY])
         all_digests = tuple(dict.fromkeys([*([digest] if digest else []), *digests]))
         existing = self._images.get(id)
         if existing is not None:
@@ -187,11 +206,25 @@ class ImageStore:
             image = Image(id=id, layer=layer, digest=digest, digests=all_digests,
                           metadata=metadata, created=created or utcnow())
             created_now = True
-        for key, data in (big_data or {}).items():
-            image = self._write_big_data(image, key, data)
+        folder_was_there = (self.dir / id).is_dir()
+        try:
+            for key, data in (big_data or {}).items():
+                image = self._write_big_data(image, key, data)
+        except OSError:
+            if created_now and not folder_was_there:
+                self.remove_dir(id)
+            raise
+        if big_data:
+            crash_point("after-bigdata")
+        before = dict(self._images), dict(self._names)
         self._images[id] = image
         self._set_names(id, [*image.names, *names], save=False)
-        self.save()
+        try:
+            self.save(f"image {id}")
+        except OSError:
+            self._images, self._names = before
+            raise
+        crash_point("after-image-record")
         return self._images[id], created_now
 
     # -- big data -----------------------------------------------------------------
@@ -204,11 +237,16 @@ class ImageStore:
         if not key:
             raise StorageError(f"image {image.id}: big data needs a non-empty key")
         folder = self.dir / image.id
-        new_dir = not folder.is_dir()
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if new_dir:
-            fsync_dir(folder.parent)
-        atomic_write_bytes(self.big_data_path(image.id, key), data, mode=0o600)
+        path = self.big_data_path(image.id, key)
+        try:
+            new_dir = not folder.is_dir()
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if new_dir:
+                fsync_dir(folder.parent)
+            atomic_write_bytes(path, data, mode=0o600)
+        except OSError as exc:
+            raise metadata_error(exc, path, f"write big data {key!r} of image {image.id}"
+                                 ) from exc
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         names = image.big_data_names if key in image.big_data_names else (
             *image.big_data_names, key)
@@ -219,22 +257,32 @@ class ImageStore:
 
     def set_big_data(self, ref: str, key: str, data: bytes) -> Image:
         """Store ``data`` under ``key`` for the image: file first, then the record."""
-        image = self._write_big_data(self.get(ref), key, data)
+        image = self.get(ref)
+        if key == CONFIG_KEY:
+            check_config(image.id, data)
+        image = self._write_big_data(image, key, data)
+        old = self._images[image.id]
         self._images[image.id] = image
-        self.save()
+        try:
+            self.save(f"big data {key!r} of image {image.id}")
+        except OSError:
+            self._images[image.id] = old
+            raise
         return image
 
     def big_data(self, ref: str, key: str) -> bytes:
-        """The bytes stored under ``key``; :class:`ImageUnknown` (a KeyError) if none."""
+        """The bytes stored under ``key``; :class:`BigDataUnknown` (a KeyError) if none."""
         image = self.get(ref)
         if key not in image.big_data_names:
-            raise ImageUnknown(f"image {image.id} has no big data {key!r} "
-                               f"(it has: {', '.join(image.big_data_names) or 'none'})")
+            raise BigDataUnknown(f"image {image.id} has no big data {key!r} "
+                                 f"(it has: {', '.join(image.big_data_names) or 'none'})",
+                                 image_id=image.id, key=key)
+        path = self.big_data_path(image.id, key)
         try:
-            return self.big_data_path(image.id, key).read_bytes()
+            return path.read_bytes()
         except OSError as exc:
-            raise StorageError(f"image {image.id}: cannot read big data {key!r}: {exc}"
-                               ) from exc
+            raise metadata_error(exc, path, f"read big data {key!r} of image {image.id}"
+                                 ) from exc
 
     def forget_big_data(self, image_id: str, key: str) -> None:
         """Drop ``key`` from the record and delete its file (for repair)."""
@@ -290,7 +338,7 @@ class ImageStore:
         self._images[image_id] = attrs.evolve(self._images[image_id], names=wanted)
         self._names.update(dict.fromkeys(wanted, image_id))
         if save:
-            self.save()
+            self.save(f"the names of image {image_id}")
 
     # -- removing -----------------------------------------------------------------
 
@@ -302,7 +350,8 @@ class ImageStore:
         image = self._images.pop(image_id)
         for name in image.names:
             self._names.pop(name, None)
-        self.save()
+        self.save(f"the removal of image {image_id}")
+        crash_point("after-image-record-drop")
         self.remove_dir(image_id)
         return image
 
@@ -317,3 +366,12 @@ class ImageStore:
             return sorted(os.listdir(self.dir))
         except FileNotFoundError:
             return []
+
+
+def check_config(image_id: str, config: bytes) -> None:
+    """Refuse a config whose sha256 is not ``image_id`` (:class:`ImageIDMismatch`)."""
+    actual = hashlib.sha256(config).hexdigest()
+    if actual != image_id:
+        raise ImageIDMismatch(
+            f"image id {image_id} is not the digest of its config (sha256:{actual}); an "
+            "image's id is its config's sha256", expected=image_id, actual=actual)

@@ -7,200 +7,55 @@ wire names). A record is written only after the driver's directory is complete,
 so every layer in ``layers.json`` can be mounted; a crash in between leaves a
 directory no record names, which :func:`criolib.storage.check` reports.
 
+One diff may come as several blobs (gzip, zstd, uncompressed): every blob digest
+that was verified to decompress to the layer's diff is kept in
+``compressed-diff-digests`` (``compressed-diff-digest`` keeps the first, as
+containers/storage has it), so the layer is found by any of them without reading.
+
 Ids follow containers/image: a base layer's id is its diff_id hex, any other is
 ``sha256(parent_id + "+" + diff_id_hex)``, so one diff on one parent is stored
-once. Mount reference counts live in ``<runroot>/mounts.json`` (a tmpfs: after a
-reboot nothing is mounted and nothing is counted).
+once. Mount reference counts live in ``<runroot>/mounts.json`` (see ``_mounts``).
 
 :class:`LayerStore` does no locking: :class:`criolib.storage.Store` holds the
-store lock around every call.
+store lock around every call that reads or changes records (extracting a new
+layer's directory happens outside it, under the layer's own creation lock).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
-import json
 import logging
-import re
-import secrets
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from criolib._atomic import atomic_write_bytes
 from criolib.storage._archive import ApplyResult, Compression
-from criolib.storage._archive_codec import Decoder
 from criolib.storage._drivers import GraphDriver
 from criolib.storage._errors import (
     AmbiguousID,
     DigestMismatch,
-    IDConflict,
-    InvalidLayerID,
     LayerInUse,
     LayerUnknown,
-    StorageError,
-    StoreCorrupt,
+)
+from criolib.storage._faults import crash_point, tripwire
+from criolib.storage._mounts import Mount, MountTable
+from criolib.storage._records import (
+    layer_id_for,
+    load_records,
+    lookup,
+    make_converter,
+    save_records,
+    utcnow,
 )
 
-__all__ = [
-    "Layer",
-    "LayerStore",
-    "is_digest",
-    "layer_id_for",
-    "load_records",
-    "lookup",
-    "make_converter",
-    "new_id",
-    "save_records",
-    "utcnow",
-    "validate_id",
-]
+__all__ = ["INCOMPLETE_FLAG", "Layer", "LayerStore", "layer_id_for"]
 
 log = logging.getLogger("criolib.storage")
 
-T = TypeVar("T")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 #: containers/storage marks layers still being written; such a record is never shown.
 INCOMPLETE_FLAG = "incomplete"
-
-
-# -- shared helpers for the three record files -------------------------------------
-
-
-def utcnow() -> dt.datetime:
-    """Now, in UTC (what records say as ``created``)."""
-    return dt.datetime.now(dt.UTC)
-
-
-def new_id() -> str:
-    """A random 64-hex id (containers/storage ``stringid.GenerateRandomID``)."""
-    return secrets.token_hex(32)
-
-
-def is_digest(value: str) -> bool:
-    """Whether ``value`` is ``sha256:`` and 64 lowercase hex digits."""
-    return bool(_DIGEST.match(value))
-
-
-def validate_id(kind: str, value: str) -> str:
-    """``value`` if it can name a directory and a record, else :class:`InvalidLayerID`."""
-    if not _ID.match(value) or value in {".", "..", "l"}:
-        raise InvalidLayerID(f"{kind} id {value!r}: use letters, digits and . _ - "
-                             "(at most 255, not starting with a punctuation mark)")
-    return value
-
-
-def layer_id_for(parent: str | None, diff_id: str) -> str:
-    """The layer id of ``diff_id`` on ``parent`` (containers/image storage destination)."""
-    if not is_digest(diff_id):
-        raise DigestMismatch(f"diff_id {diff_id!r} is not a sha256 digest (sha256: and 64 "
-                             "lowercase hex digits)", expected=diff_id)
-    hex_ = diff_id.removeprefix("sha256:")
-    if parent is None:
-        return hex_
-    return hashlib.sha256(f"{parent}+{hex_}".encode()).hexdigest()
-
-
-def _format_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse_time(value: Any, _type: object) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value
-    # Python 3.11's parser takes Go's RFC 3339 with nanoseconds (it drops past micro).
-    parsed = dt.datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def make_converter(cls: type[T], wire: Mapping[str, str]) -> tuple[
-        Callable[[Mapping[str, Any]], T], Callable[[T], dict[str, Any]]]:
-    """(from_json, to_json) for a record class, with containers/storage's wire names.
-
-    Keys the class does not know go to its ``extra`` field and are written back,
-    so a record another tool wrote keeps what criolib does not understand.
-    Empty values are left out, like Go's ``omitempty``.
-    """
-    conv = cattrs.Converter(omit_if_default=True)
-    conv.register_structure_hook(dt.datetime, _parse_time)
-    conv.register_unstructure_hook(dt.datetime, _format_time)
-    renames: dict[str, Any] = {name: override(rename=key) for name, key in wire.items()}
-    renames["extra"] = override(omit=True)
-    conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **renames))
-    conv.register_unstructure_hook(cls, make_dict_unstructure_fn(
-        cls, conv, _cattrs_omit_if_default=True, **renames))
-    known = set(wire.values())
-
-    def from_json(data: Mapping[str, Any]) -> T:
-        record = conv.structure(dict(data), cls)
-        extra = {k: v for k, v in data.items() if k not in known}
-        return attrs.evolve(record, extra=extra) if extra else record  # type: ignore[misc]
-
-    def to_json(record: T) -> dict[str, Any]:
-        out: dict[str, Any] = conv.unstructure(record, cls)
-        extra: Mapping[str, Any] = getattr(record, "extra", {})
-        out.update({k: v for k, v in extra.items() if k not in out})
-        return {k: v for k, v in out.items() if v not in ((), [], {}, "", None)}
-
-    return from_json, to_json
-
-
-def load_records(path: Path, from_json: Callable[[Mapping[str, Any]], T]) -> list[T]:
-    """The records in the JSON list at ``path``; none if it is missing."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise StoreCorrupt(f"{path}: cannot read: {exc}") from exc
-    if not raw.strip():
-        return []
-    try:
-        data = json.loads(raw)
-        if not isinstance(data, list):
-            raise TypeError(f"a JSON list was expected, not {type(data).__name__}")
-        return [from_json(item) for item in data]
-    except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
-        raise StoreCorrupt(f"{path}: not a valid record list: {exc}") from exc
-
-
-def save_records(path: Path, records: Iterable[T], to_json: Callable[[T], dict[str, Any]]
-                 ) -> None:
-    """Replace the JSON list at ``path`` atomically (temp file, fsync, rename)."""
-    data = json.dumps([to_json(r) for r in records], indent=1, sort_keys=False)
-    atomic_write_bytes(path, data.encode() + b"\n", mode=0o600)
-
-
-def lookup(kind: str, ref: str, by_id: Mapping[str, T], by_name: Mapping[str, str],
-           unknown: Callable[[str], StorageError]) -> T:
-    """The record ``ref`` names: an id, a name, or a unique id prefix (containers/storage).
-
-    An ambiguous prefix raises :class:`AmbiguousID` naming the candidates.
-    """
-    if ref in by_id:
-        return by_id[ref]
-    if ref in by_name:
-        return by_id[by_name[ref]]
-    if ref and all(c in "0123456789abcdef" for c in ref):
-        found = [i for i in by_id if i.startswith(ref)]
-        if len(found) == 1:
-            return by_id[found[0]]
-        if found:
-            raise AmbiguousID(f"{kind} id prefix {ref!r} matches {len(found)} {kind}s: "
-                              f"{', '.join(sorted(i[:12] for i in found))}")
-    raise unknown(f"{kind} {ref!r} not known")
-
-
-# -- layers ---------------------------------------------------------------------------
 
 
 @attrs.frozen
@@ -208,7 +63,8 @@ class Layer:
     """One layer's record (containers/storage ``Layer``, the fields criolib uses).
 
     ``uncompressed_digest`` is the diff_id; ``compressed_digest`` the digest of the
-    blob as it was given (the same as the diff_id for an uncompressed blob).
+    first blob it was made from (the same as the diff_id for an uncompressed
+    blob) and ``compressed_digests`` every blob digest known to give this diff.
     """
 
     id: str
@@ -220,6 +76,7 @@ class Layer:
     uncompressed_digest: str | None = None
     uncompressed_size: int | None = None
     compression: str | None = None
+    compressed_digests: tuple[str, ...] = ()
     metadata: str = ""
     flags: Mapping[str, Any] = attrs.field(factory=dict)
     extra: Mapping[str, Any] = attrs.field(factory=dict)
@@ -229,21 +86,25 @@ class Layer:
         """The digest of the uncompressed diff (image-spec's DiffID)."""
         return self.uncompressed_digest
 
+    @property
+    def known_digests(self) -> tuple[str, ...]:
+        """Every blob digest known to decompress to this layer's diff."""
+        first = (self.compressed_digest,) if self.compressed_digest else ()
+        return tuple(dict.fromkeys([*first, *self.compressed_digests]))
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``layers.json`` holds it (containers/storage's field names)."""
+        return layer_to_json(self)
+
 
 _LAYER_WIRE = {
     "id": "id", "parent": "parent", "names": "names", "created": "created",
     "compressed_digest": "compressed-diff-digest", "compressed_size": "compressed-size",
     "uncompressed_digest": "diff-digest", "uncompressed_size": "diff-size",
-    "compression": "compression", "metadata": "metadata", "flags": "flags",
+    "compression": "compression", "compressed_digests": "compressed-diff-digests",
+    "metadata": "metadata", "flags": "flags",
 }
 layer_from_json, layer_to_json = make_converter(Layer, _LAYER_WIRE)
-
-
-@attrs.frozen
-class _Mount:
-    id: str
-    path: str
-    count: int
 
 
 class LayerStore:
@@ -258,10 +119,10 @@ class LayerStore:
         self.runroot = runroot
         self.driver = driver
         self.path = graphroot / "layers.json"
-        self.mounts_path = runroot / "mounts.json"
+        self.mount_table = MountTable(runroot)
+        self.mounts_path = self.mount_table.path
         self._layers: dict[str, Layer] = {}
         self._names: dict[str, str] = {}
-        self._mounts: dict[str, _Mount] = {}
         self.hidden: list[Layer] = []  # records flagged incomplete: debris for check()
 
     # -- loading and saving -------------------------------------------------------
@@ -277,27 +138,12 @@ class LayerStore:
                 layers[layer.id] = layer
         self._layers, self.hidden = layers, hidden
         self._names = {n: lay.id for lay in layers.values() for n in lay.names}
-        self._mounts = {}
-        with contextlib.suppress(FileNotFoundError):
-            raw = self.mounts_path.read_bytes()
-            try:
-                entries = json.loads(raw) if raw.strip() else []
-                self._mounts = {e["id"]: _Mount(str(e["id"]), str(e["path"]), int(e["count"]))
-                                for e in entries}
-            except (ValueError, TypeError, KeyError) as exc:
-                raise StoreCorrupt(f"{self.mounts_path}: not a valid mount list: {exc}") from exc
+        self.mount_table.load()
 
-    def save(self) -> None:
+    def save(self, what: str = "the layers") -> None:
         """Write ``layers.json`` atomically (incomplete records are dropped here)."""
-        save_records(self.path, self._layers.values(), layer_to_json)
+        save_records(self.path, self._layers.values(), layer_to_json, what=what)
         self.hidden = []
-
-    def _save_mounts(self) -> None:
-        self.runroot.mkdir(parents=True, exist_ok=True)
-        entries = [{"id": m.id, "path": m.path, "count": m.count}
-                   for m in self._mounts.values() if m.count > 0]
-        atomic_write_bytes(self.mounts_path, json.dumps(entries).encode(), mode=0o600,
-                           durable=False)  # the runroot is a tmpfs: no fsync to pay for
 
     # -- lookups ------------------------------------------------------------------
 
@@ -316,13 +162,17 @@ class LayerStore:
             return False
         return True
 
+    def __contains__(self, layer_id: object) -> bool:
+        """Whether a layer has exactly this id (no names, no prefixes)."""
+        return layer_id in self._layers
+
     def by_diff_id(self, diff_id: str) -> list[Layer]:
         """Layers whose uncompressed diff has this digest (any parent)."""
         return [lay for lay in self._layers.values() if lay.uncompressed_digest == diff_id]
 
     def by_compressed_digest(self, digest: str) -> list[Layer]:
-        """Layers made from a blob with this digest (any parent)."""
-        return [lay for lay in self._layers.values() if lay.compressed_digest == digest]
+        """Layers known to come from a blob with this digest (any parent)."""
+        return [lay for lay in self._layers.values() if digest in lay.known_digests]
 
     def children(self, layer_id: str) -> list[Layer]:
         return [lay for lay in self._layers.values() if lay.parent == layer_id]
@@ -337,7 +187,14 @@ class LayerStore:
             current = layer.parent
         return out
 
-    # -- creating -----------------------------------------------------------------
+    def chain_ids(self, layer_id: str) -> list[str]:
+        """``layer_id`` and the ids of its recorded ancestors, nearest first (no error)."""
+        out = []
+        current: str | None = layer_id
+        while current is not None and current in self._layers and current not in out:
+            out.append(current)
+            current = self._layers[current].parent
+        return out
 
     def find_existing(self, parent: str | None, *, layer_id: str | None = None,
                       diff_id: str | None = None, digest: str | None = None) -> Layer | None:
@@ -349,102 +206,73 @@ class LayerStore:
                 continue
             if diff_id is not None and layer.uncompressed_digest == diff_id:
                 return layer
-            if digest is not None and layer.compressed_digest == digest:
+            if digest is not None and digest in layer.known_digests:
                 return layer
         return None
 
-    def create_layer(self, diff: BinaryIO | None, parent: str | None, *,
-                     id: str | None = None, expected_diff_id: str | None = None,
-                     expected_digest: str | None = None, names: Sequence[str] = (),
-                     metadata: str = "", flags: Mapping[str, Any] | None = None,
-                     ) -> tuple[Layer, bool]:
-        """Store a layer (empty when ``diff`` is ``None``) on ``parent``; ``(layer, created)``.
+    # -- creating -----------------------------------------------------------------
 
-        The id follows the module's rule; without ``expected_diff_id`` (and ``id``)
-        the diff is hashed first to learn it (spooled to an anonymous file when not
-        seekable). The same layer is never stored twice: an existing layer with the
-        id, or on the same parent with the diff_id or blob digest, is returned (with
-        ``names`` added) and ``diff`` is not applied. The driver applies in staging;
-        the record is written only after the directory is complete, so a crash never
-        leaves a record without its directory. A diff not matching
-        ``expected_diff_id`` or ``expected_digest`` raises :class:`DigestMismatch`.
+    def extract(self, layer_id: str, parent: str | None, diff: BinaryIO, *,
+                expected_diff_id: str | None, expected_digest: str | None) -> ApplyResult:
+        """Make layer ``layer_id``'s directory from the tarball ``diff``; no record yet.
+
+        The caller holds the layer's creation lock (and need not hold the store
+        lock): a directory already there without a record is a crash's debris
+        and goes first. The driver applies in staging and renames into place.
         """
-        parent_id = self.get(parent).id if parent is not None else None
-        with contextlib.ExitStack() as cleanup:
-            if diff is not None and id is None and expected_diff_id is None:
-                found = (self.find_existing(parent_id, digest=expected_digest)
-                         if expected_digest is not None else None)
-                if found is None:
-                    diff, expected_diff_id = self._learn_diff_id(diff, cleanup)
-            else:
-                found = None
-            if id is not None:
-                validate_id("layer", id)
-            elif expected_diff_id is not None:
-                id = layer_id_for(parent_id, expected_diff_id)
-            found = found or self.find_existing(
-                parent_id, layer_id=id, diff_id=expected_diff_id,
-                digest=expected_digest if diff is not None else None)
-            if found is not None:
-                if found.parent != parent_id:
-                    raise IDConflict(f"layer {found.id} exists on parent {found.parent}, "
-                                     f"not {parent_id}")
-                self.add_names(found.id, names)
-                return self._layers[found.id], False
-            id = id or new_id()
-            self.discard_debris(id)
-            result = None
-            if diff is None:
-                self.driver.create(id, parent_id)
-            else:
-                result = self._apply(id, parent_id, diff, expected_diff_id, expected_digest)
-        self._layers[id] = Layer(
-            id=id, parent=parent_id, created=utcnow(), metadata=metadata,
+        self.discard_debris(layer_id)
+        result = self.driver.apply_diff(layer_id, parent, tripwire(diff),
+                                        expected_diff_id=expected_diff_id,
+                                        expected_digest=expected_digest)
+        if expected_digest is not None and result.digest != expected_digest:
+            # The driver checks before the rename; a plug-in that does not still must not
+            # leave a layer under a digest it does not have.
+            self.driver.remove(layer_id)
+            raise DigestMismatch(f"layer {layer_id}: blob has digest {result.digest}, "
+                                 f"expected {expected_digest}", expected=expected_digest,
+                                 actual=result.digest)
+        crash_point("after-layer-rename")
+        return result
+
+    def record(self, layer_id: str, parent: str | None, result: ApplyResult | None, *,
+               names: Sequence[str] = (), metadata: str = "",
+               flags: Mapping[str, Any] | None = None) -> Layer:
+        """Record a layer whose directory is complete; on a failed write, remove it again."""
+        self._layers[layer_id] = Layer(
+            id=layer_id, parent=parent, created=utcnow(), metadata=metadata,
             flags=dict(flags or {}),
             compressed_digest=result.digest if result else None,
             compressed_size=result.compressed_size if result else None,
             uncompressed_digest=result.diff_id if result else None,
             uncompressed_size=result.uncompressed_size if result else None,
-            compression=result.compression if result else None)
-        self.add_names(id, names, save=False)
-        self.save()
-        return self._layers[id], True
-
-    def _learn_diff_id(self, diff: BinaryIO, cleanup: contextlib.ExitStack
-                       ) -> tuple[BinaryIO, str]:
-        """(stream to apply, diff_id) of a diff whose diff_id nobody told us."""
+            compression=result.compression if result else None,
+            compressed_digests=(result.digest,) if result else ())
+        self.add_names(layer_id, names, save=False)
         try:
-            seekable = diff.seekable()
-        except (AttributeError, OSError):
-            seekable = False
-        if not seekable:
-            # An O_TMPFILE in staging/: same filesystem, and a crash leaves nothing.
-            staging = self.graphroot / "staging"
-            staging.mkdir(mode=0o700, exist_ok=True)
-            spool = cleanup.enter_context(tempfile.TemporaryFile(dir=staging))  # noqa: SIM115
-            shutil.copyfileobj(diff, spool, 1 << 20)
-            diff = spool
-            diff.seek(0)
-        start = diff.tell()
-        decoder = Decoder(diff, "being stored")
-        decoder.drain()
-        diff.seek(start)
-        return diff, decoder.digest
-
-    def _apply(self, layer_id: str, parent: str | None, diff: BinaryIO,
-               expected_diff_id: str | None, expected_digest: str | None) -> ApplyResult:
-        result = self.driver.apply_diff(layer_id, parent, diff,
-                                        expected_diff_id=expected_diff_id)
-        if expected_digest is not None and result.digest != expected_digest:
+            self.save(f"new layer {layer_id}")
+        except OSError:
+            self._layers.pop(layer_id)
+            self._names = {n: i for n, i in self._names.items() if i != layer_id}
             self.driver.remove(layer_id)
-            raise DigestMismatch(f"layer {layer_id}: blob has digest {result.digest}, "
-                                 f"expected {expected_digest}", expected=expected_digest,
-                                 actual=result.digest)
-        return result
+            raise
+        return self._layers[layer_id]
 
-    def __contains__(self, layer_id: object) -> bool:
-        """Whether a layer has exactly this id (no names, no prefixes)."""
-        return layer_id in self._layers
+    def create_empty(self, layer_id: str, parent: str | None, *, names: Sequence[str] = (),
+                     metadata: str = "", flags: Mapping[str, Any] | None = None) -> Layer:
+        """An empty layer on ``parent`` (a container's): directory, then record."""
+        self.discard_debris(layer_id)
+        self.driver.create(layer_id, parent)
+        return self.record(layer_id, parent, None, names=names, metadata=metadata,
+                           flags=flags)
+
+    def add_digest(self, layer_id: str, digest: str) -> Layer:
+        """Remember that blob ``digest`` (verified by the caller) gives this layer's diff."""
+        layer = self._layers[layer_id]
+        if digest not in layer.known_digests:
+            self._layers[layer_id] = attrs.evolve(
+                layer, compressed_digests=(*layer.known_digests, digest))
+            self.save(f"blob digest {digest} of layer {layer_id}")
+        return self._layers[layer_id]
 
     def discard_debris(self, layer_id: str) -> None:
         """Remove a directory left for ``layer_id`` by a crash (it has no record)."""
@@ -482,21 +310,23 @@ class LayerStore:
         self._layers[layer_id] = attrs.evolve(self._layers[layer_id], names=wanted)
         self._names.update(dict.fromkeys(wanted, layer_id))
         if save:
-            self.save()
+            self.save(f"the names of layer {layer_id}")
 
     # -- removing -----------------------------------------------------------------
 
     def remove(self, ref: str, *, used_by: Sequence[str] = ()) -> Layer:
         """Forget and delete a layer; :class:`LayerInUse` if anything still uses it.
 
-        ``used_by`` names users the caller knows of (images, containers); children
-        and mounts are checked here. The record goes first, then the directory: a
-        crash in between leaves a directory without a record, never the reverse.
+        ``used_by`` names users the caller knows of (images, containers, leases);
+        children and mounts are checked here. The record goes first, then the
+        directory: a crash in between leaves a directory without a record, never
+        the reverse.
         """
         layer = self.get(ref)
         users = [*used_by, *(f"layer {c.id}" for c in self.children(layer.id))]
         if self.mounted(layer.id):
-            users.append(f"{self.mounted(layer.id)} mount(s) at {self._mounts[layer.id].path}")
+            path = self.mount_table.entries[layer.id].path
+            users.append(f"{self.mounted(layer.id)} mount(s) at {path}")
         if users:
             raise LayerInUse(f"layer {layer.id} is in use by {', '.join(users)}",
                              layer_id=layer.id, users=tuple(users))
@@ -507,14 +337,16 @@ class LayerStore:
     def forget(self, layer_ids: Iterable[str]) -> None:
         """Drop records (one atomic write); the directories stay for :meth:`delete_dirs`."""
         counted = False
-        for layer_id in layer_ids:
+        ids = list(layer_ids)
+        for layer_id in ids:
             layer = self._layers.pop(layer_id)
             for name in layer.names:
                 self._names.pop(name, None)
-            counted |= self._mounts.pop(layer_id, None) is not None
-        self.save()
+            counted |= self.mount_table.entries.pop(layer_id, None) is not None
+        self.save(f"the removal of layer(s) {', '.join(i[:12] for i in ids)}")
         if counted:
-            self._save_mounts()
+            self.mount_table.save("removed layers")
+        crash_point("after-record-drop-before-dir-delete")
 
     def delete_dirs(self, layer_ids: Iterable[str]) -> None:
         """Unmount and delete the driver's directories of layers that have no record."""
@@ -526,12 +358,11 @@ class LayerStore:
 
     def mounted(self, layer_id: str) -> int:
         """How many times the layer is mounted (by every process of this boot)."""
-        mount = self._mounts.get(layer_id)
-        return mount.count if mount else 0
+        return self.mount_table.count(layer_id)
 
     def mounts(self) -> dict[str, tuple[int, Path]]:
         """layer id -> (reference count, mount point) for every counted mount."""
-        return {m.id: (m.count, Path(m.path)) for m in self._mounts.values() if m.count > 0}
+        return self.mount_table.counted()
 
     def mount_is_live(self, layer_id: str) -> bool:
         """Whether the counted mount of ``layer_id`` is really there.
@@ -539,7 +370,7 @@ class LayerStore:
         A driver that does not mount (vfs) hands out the layer's own directory,
         which is "mounted" as long as it exists.
         """
-        current = self._mounts.get(layer_id)
+        current = self.mount_table.entries.get(layer_id)
         if current is None or not self.driver.exists(layer_id):
             return False
         if self.driver.is_mounted(layer_id):
@@ -549,34 +380,43 @@ class LayerStore:
     def mount(self, ref: str, *, options: Sequence[str] = ()) -> Path:
         """Mount the layer with its parents; shares one mount between callers."""
         layer_id = self.get(ref).id
-        current = self._mounts.get(layer_id)
+        table = self.mount_table.entries
+        current = table.get(layer_id)
         if current is not None and current.count > 0 and self.mount_is_live(layer_id):
-            self._mounts[layer_id] = attrs.evolve(current, count=current.count + 1)
+            table[layer_id] = attrs.evolve(current, count=current.count + 1)
             path = Path(current.path)
         else:
             # No count, or a count for a mount that is gone (a reboot without a
             # tmpfs runroot, or an unmount behind our back): start again.
             path = self.driver.mount(layer_id, options=options)
-            self._mounts[layer_id] = _Mount(layer_id, str(path), 1)
-        self._save_mounts()
+            crash_point("after-mount-before-count")
+            table[layer_id] = Mount(layer_id, str(path), 1)
+        try:
+            self.mount_table.save(f"layer {layer_id}")
+        except OSError:
+            if table[layer_id].count == 1:
+                del table[layer_id]
+                self.driver.unmount(layer_id)
+            raise
         return path
 
     def unmount(self, ref: str, *, force: bool = False) -> bool:
         """Drop one reference (all with ``force``); unmount at zero. Whether still mounted."""
         layer_id = self.get(ref).id
-        current = self._mounts.get(layer_id)
+        table = self.mount_table.entries
+        current = table.get(layer_id)
         count = 0 if current is None or force else current.count - 1
         if count > 0 and current is not None:
-            self._mounts[layer_id] = attrs.evolve(current, count=count)
+            table[layer_id] = attrs.evolve(current, count=count)
         else:
-            self._mounts.pop(layer_id, None)
+            table.pop(layer_id, None)
             if self.driver.exists(layer_id) and self.driver.is_mounted(layer_id):
                 self.driver.unmount(layer_id)
-        self._save_mounts()
+        crash_point("after-unmount-before-count")
+        self.mount_table.save(f"layer {layer_id}")
         return count > 0
 
     def drop_mount_count(self, layer_id: str) -> None:
         """Forget a stale count (its mount is gone); for repair."""
-        if self._mounts.pop(layer_id, None) is not None:
-            self._save_mounts()
-
+        if self.mount_table.entries.pop(layer_id, None) is not None:
+            self.mount_table.save(f"layer {layer_id}")

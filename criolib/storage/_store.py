@@ -4,7 +4,7 @@
 :class:`ImageStore`, :class:`ContainerStore`, a graph driver and one
 :class:`StoreLock` (``<graphroot>/storage.lock``):
 
-- every call that changes something holds the lock exclusively, starts a new
+- every call that changes records holds the lock exclusively, starts a new
   write generation *before* its first write (so a writer killed half way still
   makes every reader reload) and writes each metadata file atomically;
 - every call that only reads holds the lock shared and first reloads the
@@ -17,9 +17,9 @@
   :func:`~criolib.storage.gc` remove. Nothing blocks a restart: the lock is an
   ``flock`` that dies with its process.
 
-Applying a layer holds the exclusive lock for the whole extraction, as
-containers/storage's ``ApplyDiff`` does: readers wait rather than see a layer
-that is not there yet, and two processes never extract the same layer at once.
+Extracting a layer holds no store lock (see ``_put`` and ``_leases``): readers
+never wait for a pull. Each outermost write first clears staging debris when no
+extraction runs anywhere.
 """
 
 from __future__ import annotations
@@ -34,20 +34,30 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
-from criolib.storage._conf import StorageConfig, split_driver_options
+from criolib.storage._conf import DEFAULT_RUNROOT, StorageConfig, split_driver_options
 from criolib.storage._containers import Container, ContainerStore
 from criolib.storage._drivers import GraphDriver, get_driver
+from criolib.storage._drivers._fs import remove_tree
 from criolib.storage._errors import (
-    ConfigError,
-    ContainerUnknown,
     ImageInUse,
     LayerInUse,
     LayerUnknown,
     StorageError,
+    StoreCorrupt,
+    UnknownReference,
 )
 from criolib.storage._images import Image, ImageStore
 from criolib.storage._layers import Layer, LayerStore
+from criolib.storage._leases import DEFAULT_LEASE_SECONDS, Locks
 from criolib.storage._lock import StoreLock
+from criolib.storage._markers import (
+    claim_driver,
+    claim_runroot,
+    refuse_foreign_store,
+    runroot_for,
+)
+from criolib.storage._put import create_empty_layer, put_layer
+from criolib.storage._records import metadata_error
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -63,35 +73,57 @@ _Named = ImageStore | ContainerStore | LayerStore
 class Store:
     """Layers, images and containers in ``graphroot`` (and mounts counted in ``runroot``).
 
-    ``driver`` is a driver name (``"overlay"``, ``"vfs"``, a plug-in) or a ready
-    :class:`GraphDriver`; ``driver_options`` are ``key=value`` strings (a
+    ``runroot`` ``None`` derives one for this graphroot
+    (``/run/criolib/storage-<sha256(graphroot)[:12]>``). ``driver`` is a driver
+    name (``"overlay"``, ``"vfs"``, a plug-in) or a ready :class:`GraphDriver`;
+    the first open records it in the graphroot and another is refused later
+    (:class:`ConfigError`). ``driver_options`` are ``key=value`` strings (a
     ``<driver>.`` prefix is accepted; options for another driver are dropped).
-    ``lock_timeout`` (seconds, ``None`` = wait forever) bounds every wait for the
-    store lock (:class:`LockTimeout`). Use as a context manager, or call
-    :meth:`close`. Safe to share between threads; open one per graphroot in a
-    process (two lock each other out, as two processes do).
+    ``lock_timeout`` (seconds, ``None`` = wait forever) bounds every wait for a
+    lock (:class:`LockTimeout`); ``lease_seconds`` how long a layer handed out
+    by :meth:`put_layer` is kept from deletes until an image or container
+    records it. Use as a context manager, or call :meth:`close`. Safe to share
+    between threads; open one per graphroot in a process (two lock each other
+    out, as two processes do). A graphroot or runroot that cannot be used raises
+    :class:`MetadataIOError`.
     """
 
-    def __init__(self, graphroot: str | os.PathLike[str], runroot: str | os.PathLike[str],
+    def __init__(self, graphroot: str | os.PathLike[str],
+                 runroot: str | os.PathLike[str] | None = None,
                  driver: str | GraphDriver = "overlay", driver_options: Sequence[str] = (), *,
-                 lock_timeout: float | None = None) -> None:
+                 lock_timeout: float | None = None,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self.graphroot = Path(os.path.abspath(graphroot))
-        self.runroot = Path(os.path.abspath(runroot))
-        _refuse_foreign_store(self.graphroot)
-        self.graphroot.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.runroot.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.runroot = Path(os.path.abspath(
+            runroot if runroot is not None else runroot_for(self.graphroot, DEFAULT_RUNROOT)))
+        refuse_foreign_store(self.graphroot)
+        for place, what in ((self.graphroot, "graphroot"), (self.runroot, "runroot")):
+            try:
+                place.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if not place.is_dir():
+                    raise NotADirectoryError(20, "Not a directory", str(place))
+            except OSError as exc:
+                raise metadata_error(exc, place, f"use {place} as the store's {what}") from exc
         self.lock = StoreLock(self.graphroot / "storage.lock", timeout=lock_timeout)
+        self.locks = Locks(self.graphroot, lease_seconds=lease_seconds)
+        self.locks.ensure_dir()
         if isinstance(driver, str):
             self.driver: GraphDriver = get_driver(
                 driver, self.graphroot / driver,
                 options=split_driver_options(driver, driver_options))
         else:
             self.driver = driver
+        try:
+            claim_driver(self.graphroot, self.driver.name, self.lock)
+        except OSError as exc:
+            raise metadata_error(exc, self.lock.path, "open the store lock") from exc
+        claim_runroot(self.runroot, self.graphroot)
         self.layer_store = LayerStore(self.graphroot, self.runroot, self.driver)
         self.image_store = ImageStore(self.graphroot)
         self.container_store = ContainerStore(self.graphroot, self.layer_store)
         self._seen: str | None = None
         self._mem = threading.RLock()
+        self._depth = threading.local()
 
     @classmethod
     def from_config(cls, config: StorageConfig | None = None, *,
@@ -112,18 +144,32 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Let go of the lock file; mounts stay (see :meth:`shutdown`)."""
+        """End this process's leases and let go of the lock file; mounts stay (:meth:`shutdown`)."""
+        self.locks.release_all()
         self.lock.close()
 
     # -- locking ------------------------------------------------------------------
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, tolerant: bool = False) -> list[StoreCorrupt]:
+        """Reload the metadata if another writer moved the generation.
+
+        ``tolerant`` (for :func:`check`): a file that cannot be read is skipped and
+        returned, and the next call reloads again.
+        """
         generation = self.lock.generation()
-        if generation != self._seen:
-            self.layer_store.load()
-            self.image_store.load()
-            self.container_store.load()
-            self._seen = generation
+        if generation == self._seen:
+            return []
+        failed = []
+        for part in (self.layer_store, self.image_store, self.container_store):
+            try:
+                part.load()
+            except StoreCorrupt as exc:
+                if not tolerant:
+                    self._seen = None
+                    raise
+                failed.append(exc)
+        self._seen = None if failed else generation
+        return failed
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -133,20 +179,63 @@ class Store:
             yield
 
     @contextlib.contextmanager
+    def inspecting(self) -> Iterator[list[StoreCorrupt]]:
+        """:meth:`reading` that yields the metadata files it could not read (for check)."""
+        with self.lock.shared(), self._mem:
+            yield self._refresh(tolerant=True)
+
+    @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the lock exclusively with fresh metadata, for a batch of changes."""
         with self.lock.exclusive(), self._mem:
             self._refresh()
+            depth = getattr(self._depth, "n", 0)
+            self._depth.n = depth + 1
             ok = False
             try:
                 # A new generation before the first write: readers reload even if
                 # this process dies half way through.
                 self._seen = self.lock.bump()
+                if depth == 0:
+                    self._depth.cleared = self._clear_staging()
                 yield
                 ok = True
             finally:
+                self._depth.n = depth
                 if not ok:
                     self._seen = None  # memory may be ahead of the disk: reload next time
+
+    def cleared_staging(self) -> list[Path]:
+        """What the calling thread's current :meth:`writing` removed from staging first."""
+        cleared: list[Path] = getattr(self._depth, "cleared", [])
+        return cleared
+
+    def _clear_staging(self) -> list[Path]:
+        """Remove staging debris when no extraction runs anywhere; return what went."""
+        root = self.graphroot / "staging"
+        try:
+            entries = sorted(os.listdir(root))
+        except OSError:
+            return []
+        if not entries:
+            return []
+        removed = []
+        with self.locks.staging_idle() as idle:
+            if not idle:
+                return []
+            for name in entries:
+                path = root / name
+                try:
+                    if path.is_dir() and not path.is_symlink():
+                        remove_tree(path, home=None)
+                    else:
+                        path.unlink(missing_ok=True)
+                except (OSError, StorageError) as exc:
+                    log.warning("cannot remove staging debris %s: %s", path, exc)
+                    continue
+                log.info("removed staging debris %s", path)
+                removed.append(path)
+        return removed
 
     # -- layers -------------------------------------------------------------------
 
@@ -166,7 +255,7 @@ class Store:
             return self.layer_store.by_diff_id(diff_id)
 
     def layers_by_compressed_digest(self, digest: str) -> list[Layer]:
-        """Layers made from a blob with this digest (on any parent)."""
+        """Layers known to come from a blob with this digest (on any parent)."""
         with self.reading():
             return self.layer_store.by_compressed_digest(digest)
 
@@ -185,19 +274,21 @@ class Store:
         reading: an existing layer is returned without reading ``diff``, else the
         diff must match it (:class:`DigestMismatch`). ``expected_digest`` is the
         blob's digest (the manifest's): checked too, and used to find the layer
-        already stored. Without either, the diff is hashed first (spooled when
-        not seekable) to learn its id. ``diff=None`` makes an empty layer.
+        already stored; a stored layer not yet known by that digest reads the blob
+        once to verify it. Without either, the diff is hashed first (spooled when
+        not seekable) to learn its id. ``diff=None`` makes an empty layer. The
+        layer is leased to this thread until an image or container records it.
+        Extraction holds no store lock: readers go on meanwhile.
         """
-        with self.writing():
-            layer, _ = self.layer_store.create_layer(
-                diff, parent, id=id, expected_diff_id=expected_diff_id,
-                expected_digest=expected_digest, names=names, metadata=metadata)
-            return layer
+        if diff is None:
+            return self.create_layer(parent, id=id, names=names, metadata=metadata)
+        return put_layer(self, diff, parent, id=id, expected_diff_id=expected_diff_id,
+                         expected_digest=expected_digest, names=names, metadata=metadata)
 
     def create_layer(self, parent: str | None = None, *, id: str | None = None,
                      names: Sequence[str] = (), metadata: str = "") -> Layer:
         """An empty layer on ``parent`` (random id unless given)."""
-        return self.put_layer(None, parent, id=id, names=names, metadata=metadata)
+        return create_empty_layer(self, parent, id=id, names=names, metadata=metadata)
 
     def delete_layer(self, ref: str) -> None:
         """Delete a layer nothing uses: :class:`LayerInUse` names the users otherwise."""
@@ -205,7 +296,11 @@ class Store:
             layer = self.layer_store.get(ref)
             users = [f"image {i.id}" for i in self.image_store.by_layer(layer.id)]
             users += [f"container {c.id}" for c in self.container_store.by_layer(layer.id)]
+            leased = self.locks.leased_by_others().get(layer.id)
+            if leased:
+                users.append(f"a lease of {leased} (a pull not yet recorded)")
             self.layer_store.remove(layer.id, used_by=users)
+            self.locks.release([layer.id], everyone=False)
 
     def diff(self, ref: str, *, compression: Compression = "none") -> BinaryIO:
         """The layer's changes as an OCI layer tarball, in a file positioned at its start.
@@ -227,9 +322,9 @@ class Store:
 
     def diff_to(self, ref: str, sink: BinaryIO, *, compression: Compression = "none"
                 ) -> ApplyResult:
-        """Write the layer's changes as an OCI layer tarball to ``sink``."""
+        """Write the layer's (or container's) changes as an OCI layer tarball to ``sink``."""
         with self.reading():
-            return self.layer_store.diff_to(ref, sink, compression=compression)
+            return self.layer_store.diff_to(self._layer_of(ref), sink, compression=compression)
 
     # -- images -------------------------------------------------------------------
 
@@ -255,17 +350,20 @@ class Store:
                      digest: str | None = None, digests: Sequence[str] = (),
                      metadata: str = "", big_data: Mapping[str, bytes] | None = None,
                      created: dt.datetime | None = None) -> Image:
-        """Record image ``id`` (the config digest's hex) on ``top_layer``.
+        """Record image ``id`` (the config digest's 64 hex) on ``top_layer``.
 
         The layer must be stored (:class:`LayerUnknown`); ``big_data`` (manifest,
-        config...) is written before the record. Creating an image that exists on
-        the same layer adds the names, digests and big data instead.
+        config...) is written before the record, and a ``config`` must hash to the
+        id (:class:`ImageIDMismatch`). Creating an image that exists on the same
+        layer adds the names, digests and big data instead. The layers' leases end.
         """
         with self.writing():
             layer = self.layer_store.get(top_layer).id if top_layer is not None else None
             image, _ = self.image_store.create_image(
                 id, layer, names=names, digest=digest, digests=digests, metadata=metadata,
                 big_data=big_data, created=created)
+            if layer is not None:
+                self.locks.release([lay.id for lay in self.layer_store.chain(layer)])
             return image
 
     def set_big_data(self, ref: str, key: str, data: bytes) -> Image:
@@ -274,7 +372,7 @@ class Store:
             return self.image_store.set_big_data(ref, key, data)
 
     def big_data(self, ref: str, key: str) -> bytes:
-        """The image's big data item ``key``; :class:`ImageUnknown` if there is none."""
+        """The image's big data item ``key``; :class:`BigDataUnknown` if there is none."""
         with self.reading():
             return self.image_store.big_data(ref, key)
 
@@ -282,7 +380,8 @@ class Store:
         """Delete the image and the layers only it used; return those layer ids.
 
         :class:`ImageInUse` names the containers using it, unless ``force``, which
-        deletes them first.
+        deletes them first. Layers another thread or process holds a lease on (a
+        pull that has not recorded its image yet) stay, for :func:`gc` later.
         """
         with self.writing():
             image = self.image_store.get(ref)
@@ -300,18 +399,23 @@ class Store:
     def _drop_unused_chain(self, top: str | None) -> list[str]:
         """Remove ``top`` and its ancestors, down to the first one something else uses."""
         used = self.referenced_layers()
+        leased = self.locks.leased_by_others()
         doomed: list[str] = []
         current = top
         while current is not None and current in self.layer_store:
             layer = self.layer_store.get(current)
             others = [c for c in self.layer_store.children(layer.id) if c.id not in doomed]
-            if layer.id in used or others or self.layer_store.mounted(layer.id):
+            if (layer.id in used or others or self.layer_store.mounted(layer.id)
+                    or layer.id in leased):
+                if layer.id in leased:
+                    log.info("keeping layer %s: leased by %s", layer.id, leased[layer.id])
                 break
             doomed.append(layer.id)
             current = layer.parent
         if doomed:
             self.layer_store.forget(doomed)  # records first, in one write
             self.layer_store.delete_dirs(doomed)
+            self.locks.release(doomed, everyone=False)
         return doomed
 
     def referenced_layers(self) -> set[str]:
@@ -356,7 +460,7 @@ class Store:
             if store.exists(ref):
                 change(store, store.get(ref).id)
                 return
-        raise StorageError(f"no image, container or layer {ref!r}")
+        raise UnknownReference(f"no image, container or layer {ref!r}")
 
     # -- containers ---------------------------------------------------------------
 
@@ -375,8 +479,11 @@ class Store:
         """A container on ``image`` (any image reference; ``None`` for an empty root)."""
         with self.writing():
             record = self.image_store.get(image) if image is not None else None
-            return self.container_store.create_container(record, names=names, id=id,
-                                                         metadata=metadata)
+            container = self.container_store.create_container(record, names=names, id=id,
+                                                              metadata=metadata)
+            if record is not None and record.layer is not None:
+                self.locks.release([lay.id for lay in self.layer_store.chain(record.layer)])
+            return container
 
     def container_dir(self, ref: str) -> Path:
         """``containers/<id>/userdata``: the container's own directory."""
@@ -391,15 +498,21 @@ class Store:
     # -- mounts -------------------------------------------------------------------
 
     def _layer_of(self, ref: str) -> str:
+        """The layer of container ``ref``, or layer ``ref`` itself."""
         if self.container_store.exists(ref):
-            layer = self.container_store.get(ref).layer
-            if layer is None:
-                raise ContainerUnknown(f"container {ref} has no layer")
-            return layer
+            container = self.container_store.get(ref)
+            if container.layer is None:
+                raise LayerUnknown(f"container {container.id} has no layer")
+            return container.layer
         try:
             return self.layer_store.get(ref).id
         except LayerUnknown:
             raise LayerUnknown(f"no container or layer {ref!r}") from None
+
+    def is_container(self, ref: str) -> bool:
+        """Whether ``ref`` names a container (else it may name a layer or image)."""
+        with self.reading():
+            return self.container_store.exists(ref)
 
     def mount(self, ref: str, *, options: Sequence[str] = ()) -> Path:
         """Mount a container's (or a layer's) root filesystem; callers share one mount.
@@ -440,19 +553,3 @@ class Store:
 
 def _names(store: _Named, id_: str) -> tuple[str, ...]:
     return store.get(id_).names
-
-
-def _refuse_foreign_store(graphroot: Path) -> None:
-    """Refuse a graphroot that containers/storage (podman, CRI-O) owns.
-
-    Both keep layers in ``<graphroot>/<driver>/`` but containers/storage keeps its
-    metadata elsewhere (``<driver>-layers/layers.json``, one set per driver):
-    criolib's check and gc would take its layers for debris.
-    """
-    for kind in ("layers", "images", "containers"):
-        for marker in graphroot.glob(f"*-{kind}/{kind}.json"):
-            raise ConfigError(
-                f"{graphroot} is a containers/storage store (podman, CRI-O, buildah: it has "
-                f"{marker.relative_to(graphroot)}); criolib keeps its own format and must "
-                "not share it. Set another graphroot (storage.conf or --graphroot)")
-

@@ -341,11 +341,31 @@ def test_overlay_opaque_marker_without_dir_entry(tmp_path: Path) -> None:
     assert "trusted.overlay.opaque" not in xattrs(tmp_path / "a")
 
 
-def test_hardlink_to_lower_layer_file_in_remove_mode(tmp_path: Path) -> None:
-    apply_bytes(tar_bytes([TarEntry(name=b"lower", data=b"l")]), tmp_path, same_owner=False)
-    apply_bytes(tar_bytes([TarEntry(name=b"h", kind="hardlink", link=b"/lower")]), tmp_path,
+@pytest.mark.parametrize("mode", ["remove", "overlay"])
+def test_hardlink_to_a_lower_layer_file_is_refused_in_both_modes(tmp_path: Path,
+                                                                  mode: str) -> None:
+    # One rule for both drivers (containers/storage's overlay cannot link across
+    # layer directories either): only files this layer made can be linked to.
+    if mode == "overlay":
+        require_root()
+    apply_bytes(tar_bytes([TarEntry(name=b"lower", data=b"l")]), tmp_path, mode,
                 same_owner=False)
-    assert os.lstat(tmp_path / "h").st_ino == os.lstat(tmp_path / "lower").st_ino
+    with pytest.raises(UnsafeArchive, match="lower layer"):
+        apply_bytes(tar_bytes([TarEntry(name=b"h", kind="hardlink", link=b"/lower")]),
+                    tmp_path, mode, same_owner=False)
+    assert not os.path.lexists(tmp_path / "h")
+    assert (tmp_path / "lower").read_bytes() == b"l"
+
+
+def test_hardlink_to_this_layers_file_through_a_lower_symlink(tmp_path: Path) -> None:
+    # The target is named through a lower layer's symlink; it is still this layer's.
+    apply_bytes(tar_bytes([TarEntry(name=b"usr", kind="dir"),
+                           TarEntry(name=b"lib", kind="symlink", link=b"usr")]),
+                tmp_path, same_owner=False)
+    apply_bytes(tar_bytes([TarEntry(name=b"usr/a", data=b"a"),
+                           TarEntry(name=b"b", kind="hardlink", link=b"lib/a")]),
+                tmp_path, same_owner=False)
+    assert os.lstat(tmp_path / "b").st_ino == os.lstat(tmp_path / "usr" / "a").st_ino
 
 
 def test_root_entry_is_skipped(tmp_path: Path) -> None:

@@ -150,3 +150,88 @@ def test_disk_usage(store: Store, criolib_test_images: TestImages) -> None:
     assert usage.containers[0].size >= 100_000
     assert usage.total == sum(lay.size for lay in usage.layers)
     assert by_id[ml.id].size > 1_000_000  # busybox is in there
+
+
+def test_a_mount_nothing_counts(store: Store, criolib_test_images: TestImages) -> None:
+    ml = import_image(store, criolib_test_images, "multilayer")
+    c = store.create_container(ml.id)
+    store.mount(c.id)
+    store.driver.mount(ml.layer or "", options=["ro"])  # behind the store's back
+    if store.driver.name == "vfs":
+        assert check(store).clean  # vfs mounts nothing: nothing can be uncounted
+        return
+    report = check(store)
+    assert report.kinds() == {"mount-uncounted"} and ml.layer in str(report)
+    done = _fixed(store)
+    assert any("not counted" in line for line in done)
+    assert not store.driver.is_mounted(ml.layer or "")
+    assert store.driver.is_mounted(c.id) and store.mounted(c.id) == 1  # counted: kept
+
+
+def test_a_container_layer_without_its_container(store: Store,
+                                                 criolib_test_images: TestImages) -> None:
+    ml = import_image(store, criolib_test_images, "multilayer")
+    keep = store.create_container(ml.id, names=["keep"])
+    lost = store.create_container(ml.id, names=["lost"])
+    with store.writing():
+        store.container_store.forget(lost.id)  # as a crash inside create or delete leaves it
+    assert check(store).kinds() == {"container-layer-orphan", "container-dir-orphan"}
+    _fixed(store)
+    assert lost.id not in {lay.id for lay in store.layers()}
+    assert [c.id for c in store.containers()] == [keep.id] and keep.id in {
+        lay.id for lay in store.layers()}
+
+
+def test_unreadable_metadata_is_reported_not_raised(store: Store) -> None:
+    layer = store.create_layer()
+    store.mount(layer.id)
+    mounts = store.runroot / "mounts.json"
+    mounts.write_text("{not json")
+    with make_store(store.graphroot.parent, store.driver.name) as other, other.writing():
+        pass  # another writer: everyone reloads
+    assert store.mounted(layer.id) == 0  # a cache: unreadable counts as empty
+    kinds = check(store).kinds()
+    assert "mounts-unreadable" in kinds
+    repair(store)
+    assert check(store).clean and json.loads(mounts.read_text()) == []
+    (store.graphroot / "images.json").write_text("[{")
+    with store.lock.exclusive():
+        store.lock.bump()  # as another writer would: everyone reloads
+    report = check(store)
+    assert report.kinds() == {"metadata-unreadable"}
+    assert "images.json" in str(report)
+    with pytest.raises(StorageError, match=r"images\.json"):
+        store.images()
+
+
+def test_the_next_writer_clears_staging_nobody_holds(store: Store) -> None:
+    debris = store.graphroot / "staging" / "vfs-crashed"
+    (debris / "diff").mkdir(parents=True)
+    with store.locks.extracting(timeout=None):
+        store.create_layer()  # an extraction is running: its staging is not debris
+        assert debris.exists()
+        assert "staging-debris" not in check(store).kinds()
+    store.create_layer()
+    assert not debris.exists()
+    assert check(store).clean
+
+
+def test_damaged_layers_are_rebuilt_or_removed(store: Store,
+                                               criolib_test_images: TestImages) -> None:
+    images = criolib_test_images
+    ml = import_image(store, images, "multilayer")
+    ids = chain_ids(images["multilayer"].diff_ids)
+    if store.driver.name == "overlay":
+        short = (store.driver.home / ids[0] / "link").read_text().strip()
+        (store.driver.home / "l" / short).unlink()  # children can no longer name it
+        report = check(store)
+        assert report.kinds() == {"layer-damaged"} and ids[0] in str(report)
+        _fixed(store)
+        c = store.create_container(ml.id)
+        assert (store.mount(c.id) / "data" / "layer3.txt").is_file()
+        store.unmount(c.id)
+    else:
+        shutil.rmtree(store.driver.home / ids[2] / "diff")
+        assert "layer-damaged" in check(store).kinds()
+        _fixed(store)  # nothing to rebuild it from: it goes, with the image on it
+        assert store.images() == [] and [lay.id for lay in store.layers()] == ids[:2]

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import pwd
+import uuid
 from pathlib import Path
 
 import pytest
 
 from criolib.storage import (
     ConfigError,
+    DriverUnsupported,
     InvalidDriverOption,
     StorageConfig,
     StorageError,
     Store,
+    register_driver,
 )
 
 FULL = """
@@ -23,11 +28,11 @@ driver = "overlay"
 runroot = "/run/containers/storage"
 graphroot = "/var/lib/containers/storage"
 driver_priority = ["overlay", "vfs"]
-transient_store = true
+transient_store = false
 some_future_key = 1
 
 [storage.options]
-additionalimagestores = ["/usr/lib/containers/storage"]
+additionalimagestores = []
 pull_options = {enable_partial_images = "true", use_hard_links = "false"}
 mountopt = "nodev"
 
@@ -53,24 +58,73 @@ def test_full_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert cfg.graphroot == Path("/var/lib/containers/storage")
     assert cfg.runroot == Path("/run/containers/storage")
     assert cfg.driver_priority == ("overlay", "vfs")
-    assert cfg.transient_store is True
+    assert cfg.transient_store is False
     # The driver's own table wins over the shared [storage.options] key.
     assert cfg.driver_options == ("mountopt=nodev,metacopy=on",)
-    assert cfg.options["additionalimagestores"] == ["/usr/lib/containers/storage"]
+    assert cfg.options["additionalimagestores"] == []
     assert cfg.source == path
     assert "some_future_key" in caplog.text  # unknown keys: logged, ignored
 
 
-def test_defaults_are_containers_storage_s() -> None:
+def test_defaults_are_criolib_s_own_not_podman_s() -> None:
     cfg = StorageConfig.parse("")
     assert (cfg.driver, cfg.graphroot, cfg.runroot) == (
-        "overlay", Path("/var/lib/containers/storage"), Path("/run/containers/storage"))
+        "overlay", Path("/var/lib/criolib/storage"), Path("/run/criolib/storage"))
     assert cfg.driver_options == () and cfg.source is None
+    assert "containers" not in str(cfg.graphroot) + str(cfg.runroot)
 
 
-def test_driver_priority_picks_when_driver_unset() -> None:
+def test_a_graphroot_without_runroot_gets_its_own_runroot() -> None:
+    one = StorageConfig.parse('[storage]\ngraphroot = "/srv/one"\n')
+    two = StorageConfig.parse('[storage]\ngraphroot = "/srv/two"\n')
+    digest = hashlib.sha256(b"/srv/one").hexdigest()[:12]
+    assert one.runroot == Path(f"/run/criolib/storage-{digest}")
+    assert two.runroot != one.runroot and two.runroot.parent == Path("/run/criolib")
+    both = StorageConfig.parse('[storage]\ngraphroot = "/srv/one"\nrunroot = "/run/x"\n')
+    assert both.runroot == Path("/run/x")
+
+
+def test_driver_priority_picks_the_first_that_works(tmp_path: Path) -> None:
     cfg = StorageConfig.parse('[storage]\ndriver_priority = ["vfs", "overlay"]\n')
     assert cfg.driver == "vfs"
+    # Unknown and unsupported entries are skipped, in order.
+    name = f"broken-{uuid.uuid4().hex[:8]}"
+    register_driver(name, _Unsupported)
+    cfg = StorageConfig.parse(f'[storage]\ngraphroot = "{tmp_path}"\n'
+                              f'driver_priority = ["no-such-driver", "{name}", "vfs"]\n')
+    assert cfg.driver == "vfs"
+    with pytest.raises(ConfigError, match=r"no driver of storage\.driver_priority") as info:
+        StorageConfig.parse(f'[storage]\ndriver_priority = ["{name}", "nope"]\n')
+    assert "cannot work here" in str(info.value) and "nope" in str(info.value)
+    # An explicit driver is used as it is: no fallback.
+    cfg = StorageConfig.parse(f'[storage]\ndriver = "{name}"\ndriver_priority = ["vfs"]\n')
+    assert cfg.driver == name
+
+
+class _Unsupported:
+    """A driver that never works here (for driver_priority)."""
+
+    name = "unsupported"
+
+    def __init__(self, home: Path, options: object) -> None:
+        self.home = home
+
+    def check_support(self) -> None:
+        raise DriverUnsupported("unsupported: cannot work here")
+
+
+@pytest.mark.parametrize("text, what", [
+    ("[storage]\ntransient_store = true\n", "transient_store"),
+    ('[storage]\nimagestore = "/srv/images"\n', "imagestore"),
+    ('[storage.options]\nadditionalimagestores = ["/usr/lib/containers/storage"]\n',
+     "additionalimagestores"),
+])
+def test_settings_criolib_does_not_implement_are_refused(tmp_path: Path, text: str,
+                                                         what: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match="not supported by criolib") as info:
+        StorageConfig.load(path)
+    assert what in str(info.value) and str(path) in str(info.value)
 
 
 def test_paths_take_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,13 +168,22 @@ def test_a_user_other_than_root_gets_a_store_of_their_own(
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("CONTAINERS_STORAGE_CONF", raising=False)
+    monkeypatch.setenv("USER", "someone")
     system = '[storage]\ndriver = "vfs"\ngraphroot = "/var/lib/x"\nrunroot = "/run/x"\n'
     cfg = StorageConfig.parse(system, source=Path("/etc/containers/storage.conf"))
-    assert cfg.graphroot == tmp_path / "data" / "containers" / "storage"  # not root's
-    assert cfg.runroot == tmp_path / "run" / "containers" and cfg.driver == "vfs"
+    assert cfg.graphroot == tmp_path / "data" / "criolib" / "storage"  # not root's
+    assert cfg.runroot == tmp_path / "run" / "criolib" / "storage" and cfg.driver == "vfs"
     cfg = StorageConfig.parse(system + 'rootless_storage_path = "$XDG_DATA_HOME/mine"\n',
                               source=Path("/etc/containers/storage.conf"))
     assert cfg.graphroot == tmp_path / "data" / "mine"
+    assert cfg.runroot.parent == tmp_path / "run" / "criolib"  # its own runroot
+    assert cfg.runroot.name.startswith("storage-")
+    # containers-storage.conf(5): $UID and $USER in rootless_storage_path.
+    cfg = StorageConfig.parse(
+        system + 'rootless_storage_path = "/srv/$UID/${USER}/s"\n',
+        source=Path("/etc/containers/storage.conf"))
+    user = pwd.getpwuid(1000).pw_name if _uid_known(1000) else "someone"
+    assert cfg.graphroot == Path(f"/srv/1000/{user}/s")
     own = tmp_path / "config" / "containers" / "storage.conf"
     own.parent.mkdir(parents=True)
     own.write_text(system)
@@ -169,3 +232,11 @@ def test_refuses_a_containers_storage_graphroot(tmp_path: Path) -> None:
     (tmp_path / "g" / "overlay-layers" / "layers.json").write_text("[]")
     with pytest.raises(ConfigError, match="containers/storage"):
         Store(tmp_path / "g", tmp_path / "r", "vfs")
+
+
+def _uid_known(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True

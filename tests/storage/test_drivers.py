@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from criolib.storage._drivers import GraphDriver, get_driver
+from criolib.storage._drivers import GraphDriver, _fs, get_driver
 from criolib.storage._errors import (
+    DigestMismatch,
     InvalidLayerID,
     LayerExists,
     LayerUnknown,
     MountError,
     StorageError,
+    UnsafeArchive,
 )
 from criolib.testing import Entry, TestImages
 from tests.storage.conftest import apply_image, chain_ids, layer_blob, make_layer, snapshot
@@ -298,3 +300,124 @@ def test_mount_options_the_driver_cannot_use(driver: GraphDriver) -> None:
     with pytest.raises((MountError, ValueError)):
         driver.mount("base", options=[bad])
     assert not driver.is_mounted("base")
+
+
+# -- one rule for hard links, devices and digests (review item 12) -------------------
+
+
+def test_a_hard_link_into_a_lower_layer_is_refused_on_every_driver(
+    driver: GraphDriver,
+) -> None:
+    """overlay keeps each layer in its own directory, so a link cannot reach a parent's file.
+
+    containers/storage's overlay driver fails such a layer too (its link(2) finds no
+    target in the layer's directory); vfs could link into its copy of the parent,
+    but then the same image would work on one driver and not the other.
+    """
+    blob, diff_id = make_layer([Entry.directory("etc"), Entry("etc/passwd", data=b"root\n")])
+    driver.apply_diff("base", None, io.BytesIO(blob), expected_diff_id=diff_id)
+    blob, _ = make_layer([Entry.directory("etc"), Entry.hardlink("etc/alias", "etc/passwd")])
+    with pytest.raises(UnsafeArchive, match=r"etc/passwd.*lower layer"):
+        driver.apply_diff("child", "base", io.BytesIO(blob))
+    assert not driver.exists("child") and _staging(driver) == []
+    # A link to a file the same layer brings is fine on both.
+    blob, diff_id = make_layer([Entry("etc/passwd", data=b"root\nme\n"),
+                                Entry.hardlink("etc/alias", "etc/passwd")])
+    driver.apply_diff("child", "base", io.BytesIO(blob), expected_diff_id=diff_id)
+    tree = driver.diff_path("child") / "etc"
+    assert os.stat(tree / "alias").st_ino == os.stat(tree / "passwd").st_ino
+
+
+def test_devices_are_refused_when_not_allowed(driver: GraphDriver) -> None:
+    entries = [Entry.directory("dev"), Entry("dev/null", "char", 0o666, devmajor=1, devminor=3)]
+    blob, diff_id = make_layer(entries)
+    with pytest.raises(UnsafeArchive, match="device"):
+        driver.apply_diff("nodev", None, io.BytesIO(blob), allow_devices=False)
+    assert not driver.exists("nodev") and _staging(driver) == []
+    driver.apply_diff("dev", None, io.BytesIO(blob), expected_diff_id=diff_id)
+    assert stat.S_ISCHR(os.lstat(driver.diff_path("dev") / "dev" / "null").st_mode)
+    # Whiteouts are not devices, whatever the driver makes of them.
+    blob, _ = make_layer([Entry.whiteout("dev/null")])
+    driver.apply_diff("wh", "dev", io.BytesIO(blob), allow_devices=False)
+    assert driver.exists("wh")
+
+
+def test_a_wrong_blob_digest_is_caught_before_the_layer_appears(
+    driver: GraphDriver, criolib_test_images: TestImages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = criolib_test_images["busybox"]
+    renames: list[tuple[str, str]] = []
+    real = _fs.rename_noreplace
+
+    def rename(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+        renames.append((str(a), str(b)))
+        real(a, b)
+
+    monkeypatch.setattr(_fs, "rename_noreplace", rename)
+    path = layer_blob(criolib_test_images, image.layers[0].digest)
+    with path.open("rb") as src, pytest.raises(DigestMismatch) as info:
+        driver.apply_diff("base", None, src, expected_diff_id=image.diff_ids[0],
+                          expected_digest="sha256:" + "1" * 64)
+    assert info.value.actual == image.layers[0].digest
+    assert renames == [] and not driver.exists("base") and _staging(driver) == []
+    with path.open("rb") as src:
+        result = driver.apply_diff("base", None, src, expected_diff_id=image.diff_ids[0],
+                                   expected_digest=image.layers[0].digest)
+    assert result.digest == image.layers[0].digest and driver.exists("base")
+
+
+# -- durability (review item 21) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_layer_is_synced_before_it_appears(
+    driver: GraphDriver, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
+    """syncfs of the staged layer, then the rename, then an fsync of the home directory."""
+    events: list[str] = []
+    target = ["layer"]
+    real_sync, real_rename = _fs.sync_tree, _fs.rename_noreplace
+    module = sys.modules[type(driver).__module__]
+
+    def sync(path: str | os.PathLike[str]) -> None:
+        assert os.path.isdir(path) and not driver.exists(target[0])
+        events.append("syncfs staging" if "staging" in str(path) else f"syncfs {path}")
+        real_sync(path)
+
+    def rename(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+        events.append("rename")
+        real_rename(a, b)
+
+    monkeypatch.setattr(_fs, "sync_tree", sync)
+    monkeypatch.setattr(_fs, "rename_noreplace", rename)
+    monkeypatch.setattr(module, "fsync_dir", lambda p: events.append(f"fsync {Path(p).name}"))
+    blob, diff_id = make_layer([Entry("file", data=b"x" * 10000)])
+    driver.apply_diff("layer", None, io.BytesIO(blob), expected_diff_id=diff_id,
+                      durable=durable)
+    expected = ["syncfs staging", "rename", f"fsync {driver.name}"] if durable else ["rename"]
+    assert events == expected
+    events.clear()
+    target[0] = "empty"
+    driver.create("empty", "layer", durable=durable)
+    assert events == expected
+
+
+def test_sync_tree_is_the_real_syncfs(graphroot: Path) -> None:
+    _fs.sync_tree(graphroot)
+    with pytest.raises(OSError, match="nope"):
+        _fs.sync_tree(graphroot / "nope")
+
+
+# -- check and repair hooks (review item 13) -----------------------------------------
+
+
+def test_verify_layer_reports_lost_files(driver: GraphDriver) -> None:
+    driver.create("base", None)
+    driver.create("child", "base")
+    assert driver.verify_layer("base") == [] and driver.repair_layer("base") == []
+    os.rename(driver.home / "base" / "diff", driver.home / "base" / "elsewhere")
+    problems = driver.verify_layer("base")
+    assert problems and "diff" in problems[0]
+    assert driver.repair_layer("base") == [] and driver.verify_layer("base") == problems
+    assert driver.verify_layer("absent") == [f"layer directory {driver.home / 'absent'} "
+                                             "is missing"]

@@ -63,9 +63,9 @@ def test_overlay_rejects_unknown_options(tmp_path: Path) -> None:
 
 def test_options_storage_conf_files_carry_are_accepted(tmp_path: Path) -> None:
     driver = OverlayDriver(tmp_path / "overlay", [
-        ".mountopt=nodev,metacopy=on", "skip_mount_home=true", "ignore_chown_errors=false",
+        ".mountopt=nodev,metacopy=off", "skip_mount_home=true", "ignore_chown_errors=false",
         "use_composefs=false"])
-    assert driver.mount_options == ("nodev", "metacopy=on")
+    assert driver.mount_options == ("nodev", "metacopy=off")
     VFSDriver(tmp_path / "vfs", ["vfs.ignore_chown_errors=false", "skip_mount_home=false"])
 
 

@@ -7,6 +7,7 @@ Also holds the helpers the crash and concurrency tests share (:func:`import_imag
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import pytest
 
 from criolib.storage import (
     AmbiguousID,
+    BigDataUnknown,
     ContainerUnknown,
     DigestMismatch,
     IDConflict,
@@ -138,8 +140,10 @@ def test_import_multilayer(store: Store, criolib_test_images: TestImages) -> Non
     with pytest.raises(ImageUnknown) as info:
         store.image("localhost/nope:latest")
     assert isinstance(info.value, KeyError) and "nope" in str(info.value)
-    with pytest.raises(ImageUnknown):
+    with pytest.raises(BigDataUnknown) as missing:
         store.big_data(image.id, "signatures")
+    assert isinstance(missing.value, KeyError) and missing.value.key == "signatures"
+    assert image.id in str(missing.value) and "signatures" in str(missing.value)
     assert check(store).clean
 
 
@@ -341,12 +345,12 @@ def test_diff_round_trips(store: Store, criolib_test_images: TestImages) -> None
 
 
 _WRITER = textwrap.dedent("""
-    import sys
+    import hashlib, sys
     from criolib.storage import Store
     with Store(sys.argv[1], sys.argv[2], sys.argv[3]) as store:
         layer = store.create_layer(names=["from-child"])
-        store.create_image("c" * 64, layer.id, names=["child:latest"],
-                           big_data={"config": b"{}"})
+        store.create_image(hashlib.sha256(b"{}").hexdigest(), layer.id,
+                           names=["child:latest"], big_data={"config": b"{}"})
 """)
 
 
@@ -355,7 +359,7 @@ def test_reload_across_processes(store: Store) -> None:
     subprocess.run([sys.executable, "-c", _WRITER, str(store.graphroot), str(store.runroot),
                     store.driver.name], check=True, cwd=REPO, timeout=60)
     assert [lay.names for lay in store.layers()] == [("from-child",)]
-    assert store.image("child:latest").id == "c" * 64
+    assert store.image("child:latest").id == hashlib.sha256(b"{}").hexdigest()
     assert store.big_data("child:latest", "config") == b"{}"
 
 

@@ -20,21 +20,22 @@ Both run mount(2) in a thread with its own working directory (see ``_fs``).
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import errno
 import logging
 import os
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from criolib.storage._drivers import _fs
+from criolib._atomic import fsync_dir
+from criolib.storage._drivers import _fs, _overlay_links, _overlay_opts
+from criolib.storage._drivers._overlay_links import LINK_DIR as _LINK_DIR
 from criolib.storage._errors import (
     DriverError,
     DriverUnsupported,
-    InvalidDriverOption,
     LayerExists,
     LayerUnknown,
     MountError,
@@ -49,35 +50,9 @@ log = logging.getLogger("criolib.storage")
 
 #: overlayfs's own limit on stacked lower layers (OVL_MAX_STACK in fs/overlayfs).
 MAX_DEPTH = 500
-_LINK_DIR = "l"
-_LINK_LENGTH = 26  # c/storage idLength: 128 lowers of "l/<26>:" fit a page with room left
 _DEFAULT_ROOT_MODE = 0o555  # c/storage defaultPerms for a base layer's diff/
 _FS_REFUSED = {"overlay": "overlay", "aufs": "aufs", "ecryptfs": "ecryptfs"}
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-#: Mount options that would change which directories the mount uses.
-_OWN_KEYS = {"lowerdir", "upperdir", "workdir", "datadir", "lowerdir+", "datadir+"}
-
-
-def _short_name() -> str:
-    return base64.b32encode(os.urandom(20)).decode()[:_LINK_LENGTH]
-
-
-def _split_options(options: Sequence[str]) -> list[str]:
-    out = []
-    for opt in options:
-        out += [o.strip() for o in opt.split(",") if o.strip()]
-    return out
-
-
-def _check_mount_options(options: Sequence[str], where: str) -> list[str]:
-    opts = _split_options(options)
-    for o in opts:
-        if o.partition("=")[0] in _OWN_KEYS:
-            raise InvalidDriverOption(
-                f"overlay: {where} may not set {o.partition('=')[0]}= (the driver chooses "
-                "the layer directories)"
-            )
-    return opts
 
 
 class OverlayDriver:
@@ -87,8 +62,10 @@ class OverlayDriver:
     options added to every mount, like storage.conf's ``[storage.options.overlay]
     mountopt``; c/storage's ``skip_mount_home``, and ``ignore_chown_errors`` /
     ``use_composefs`` set to false, are accepted; any other option (a quota, a
-    mount program) raises :class:`InvalidDriverOption`. Safe to share between
-    threads; the caller's store lock orders processes.
+    mount program) raises :class:`InvalidDriverOption`, and so do mount options
+    that would make exports of a layer wrong (``metacopy=on``, ``redirect_dir=on``,
+    ``index=on``, ``nfs_export=on``, ``userxattr``; see ``_overlay_opts``). Safe to
+    share between threads; the caller's store lock orders processes.
     """
 
     name = "overlay"
@@ -97,7 +74,7 @@ class OverlayDriver:
         self.home = Path(os.path.abspath(home))
         parsed = _fs.parse_driver_options("overlay", options, known=frozenset({"mountopt"}))
         self.mount_options: tuple[str, ...] = tuple(
-            _check_mount_options([parsed.get("mountopt", "")], "mountopt"))
+            _overlay_opts.check_mount_options([parsed.get("mountopt", "")], "mountopt"))
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -144,13 +121,14 @@ class OverlayDriver:
     # -- creating layers ------------------------------------------------------------
 
     def create(self, layer_id: str, parent: str | None, *,
-               staging: Path | None = None) -> Path:
+               staging: Path | None = None, durable: bool = True) -> Path:
         """Make layer ``layer_id`` on top of ``parent``; return its ``diff`` directory.
 
         Without ``staging`` the diff starts empty (a container's writable layer).
         With ``staging``, a directory under ``<graphroot>/staging`` already holding
         the layer's changes in overlay form, that directory becomes the diff (c/storage
-        ``ApplyDiffFromStagingDirectory``). The layer appears whole or not at all.
+        ``ApplyDiffFromStagingDirectory``). The layer appears whole or not at all;
+        with ``durable`` its files are on disk before it appears (see :meth:`apply_diff`).
         """
         d = self._dir(layer_id)
         if d.exists():
@@ -169,16 +147,28 @@ class OverlayDriver:
                     os.rename(staging, diff)
             except OSError as exc:
                 raise DriverError(f"overlay: cannot prepare layer {layer_id}: {exc}") from exc
-            self._install(layer_id, skel, lower)
+            self._install(layer_id, skel, lower, durable=durable)
         return d / "diff"
 
     def apply_diff(self, layer_id: str, parent: str | None, source: BinaryIO, *,
-                   expected_diff_id: str | None = None) -> ApplyResult:
+                   expected_diff_id: str | None = None, expected_digest: str | None = None,
+                   allow_devices: bool = True, durable: bool = True) -> ApplyResult:
         """Create layer ``layer_id`` on ``parent`` from the layer tarball ``source``.
 
         The tar is extracted (overlay whiteouts) into a staging directory and the
-        layer moved into place only after it verified against ``expected_diff_id``;
-        a failure or crash leaves nothing but staging debris.
+        layer moved into place only after it matched ``expected_diff_id`` (the
+        uncompressed tar's digest) and ``expected_digest`` (the blob's), so a
+        mismatch raises :class:`DigestMismatch` with nothing visible; a failure or
+        crash leaves nothing but staging debris. A parent directory the tar does not
+        carry is copied up from the parent layers (read through a read-only mount of
+        the parent, made only when needed), so it keeps its owner, mode and times,
+        and a parent's symlink on the way is followed, as in one tree (see
+        ``_archive_lower``). ``allow_devices=False`` refuses
+        device nodes (:class:`UnsafeArchive`); overlay whiteouts are not devices.
+        With ``durable`` (the default) the staged layer is synced to disk (one
+        syncfs of the graphroot's filesystem) before the rename, and the rename
+        after it, so a power loss leaves the layer whole or absent; ``False``
+        skips both for throw-away stores.
         """
         from criolib.storage._archive import apply_layer
 
@@ -191,12 +181,15 @@ class OverlayDriver:
             diff = skel / "diff"
             diff.mkdir()
             os.chmod(diff, mode)
-            result = apply_layer(source, diff, whiteouts="overlay",
-                                 expected_diff_id=expected_diff_id)
-            self._install(layer_id, skel, lower)
+            with self._lower_view(parent) as view:
+                result = apply_layer(source, diff, whiteouts="overlay",
+                                     expected_diff_id=expected_diff_id,
+                                     expected_digest=expected_digest,
+                                     allow_devices=allow_devices, lower=view)
+            self._install(layer_id, skel, lower, durable=durable)
         return result
 
-    def _install(self, layer_id: str, skel: Path, lower: str) -> None:
+    def _install(self, layer_id: str, skel: Path, lower: str, *, durable: bool) -> None:
         """Finish the skeleton around ``skel/diff`` and rename it to ``<home>/<id>``."""
         target = self.home / layer_id
         links = self.home / _LINK_DIR
@@ -211,13 +204,17 @@ class OverlayDriver:
             # The link goes in first, dangling until the rename: a crash between the
             # two leaves a stray link in l/, never a layer that children cannot name.
             while True:
-                short = _short_name()
+                short = _overlay_links.new_short_name()
                 try:
                     os.symlink(f"../{layer_id}/diff", links / short)
                     break
                 except FileExistsError:
                     continue
             (skel / "link").write_text(short)
+            if durable:
+                # Files, directories, the link file and the l/ link, all before the
+                # rename: after a power loss the layer is whole or still in staging.
+                _fs.sync_tree(skel)
         except OSError as exc:
             raise DriverError(f"overlay: cannot assemble layer {layer_id}: {exc}") from exc
         try:
@@ -228,7 +225,44 @@ class OverlayDriver:
                 raise LayerExists(f"overlay: layer {layer_id} appeared in {self.home} "
                                   "while it was being created") from exc
             raise DriverError(f"overlay: cannot move layer {layer_id} into place: {exc}") from exc
+        if durable:
+            try:
+                fsync_dir(self.home)
+            except OSError as exc:
+                raise DriverError(f"overlay: layer {layer_id}: cannot sync {self.home}: "
+                                  f"{exc}") from exc
         log.debug("overlay: layer %s created (link %s, lower %r)", layer_id, short, lower)
+
+    # -- checking and repairing -----------------------------------------------------
+
+    def verify_layer(self, layer_id: str) -> list[str]:
+        """What would keep the layer from mounting or exporting, one sentence each.
+
+        A missing ``diff/``, ``link`` file or ``work/``, a lost ``l/<short>`` link
+        (its children then fail to mount), a parent link in ``lower`` that leads
+        nowhere. ``[]`` when the layer is sound.
+        """
+        with self._lock:
+            return _overlay_links.verify(self.home, self._dir(layer_id).name)
+
+    def repair_layer(self, layer_id: str) -> list[str]:
+        """Rebuild what :meth:`verify_layer` reports and can be rebuilt; say what was done.
+
+        The ``l/<short>`` link from the ``link`` file (c/storage recreates these at
+        start-up), the ``link`` file from the ``l/`` entry still pointing at the
+        layer (else a new short name), the parents' ``l/`` links named in ``lower``,
+        ``work/``. A missing ``diff/`` cannot be rebuilt; :meth:`verify_layer` still
+        reports it afterwards.
+        """
+        with self._lock:
+            layer = self._dir(layer_id).name
+            try:
+                done = _overlay_links.repair(self.home, layer)
+            except OSError as exc:
+                raise DriverError(f"overlay: cannot repair layer {layer_id}: {exc}") from exc
+            for line in done:
+                log.info("overlay: layer %s: %s", layer_id, line)
+            return done
 
     # -- reading layers -------------------------------------------------------------
 
@@ -282,61 +316,104 @@ class OverlayDriver:
 
         Writable (upperdir = the layer's diff) unless ``options`` has ``ro``, which
         stacks the layer itself as the top lower. ``options`` are mount options
-        ("nodev", "metacopy=on"); flag words become mount flags, the rest goes to
-        overlay after the driver's ``mountopt``. Mounting a mounted layer returns
-        its path (the store keeps the reference counts).
+        ("nodev", "volatile"); flag words become mount flags, the rest goes to
+        overlay after the driver's ``mountopt``. Options that would make an export
+        of the layer wrong (``metacopy=on``, ``redirect_dir=on``, ``index=on``,
+        ``nfs_export=on``, ``userxattr``) raise :class:`InvalidDriverOption`; a
+        kernel that turns metacopy, redirect_dir or index on by default gets
+        ``=off`` for each. Mounting a mounted layer returns its path (the store
+        keeps the reference counts).
         """
         with self._lock:
             d = self._layer(layer_id)
             merged = d / "merged"
             if _fs.is_mountpoint(merged):
                 return merged
-            flags, data_opts, readonly = self._mount_flags(options)
-            lowers = self._lowers(d)
-            if not lowers:
-                # overlay wants a lower even under an upper, and two lowers when there
-                # is no upper: a base layer gets an empty directory as its parent.
-                (d / "empty").mkdir(mode=0o700, exist_ok=True)
-                lowers = [f"{layer_id}/empty"]
-            if readonly:
-                lowerdir = [f"{_LINK_DIR}/{self._link(d)}", *lowers]
-                dirs = ""
-            else:
-                lowerdir = lowers
-                dirs = f",upperdir={layer_id}/diff,workdir={layer_id}/work"
-            if len(lowerdir) > MAX_DEPTH:
-                raise MountError(
-                    f"overlay: layer {layer_id} needs {len(lowerdir)} lower layers; "
-                    f"overlayfs stacks at most {MAX_DEPTH}", layer_id=layer_id)
             merged.mkdir(mode=0o700, exist_ok=True)
-            # A "volatile" mount leaves this behind, and overlay then refuses the
-            # workdir until it is gone (c/storage removes it the same way).
-            volatile = d / "work" / "work" / "incompat" / "volatile"
-            if os.path.lexists(volatile):
-                _fs.remove_tree(volatile, home=None)
-            extra = "".join(f",{o}" for o in data_opts)
-            data = f"lowerdir={':'.join(lowerdir)}{dirs}{extra}"
-            if len(data) < _PAGE_SIZE:
-                err, what = _fs.mount("overlay", merged, "overlay", flags, data, cwd=self.home)
-            else:
-                data, err, what = self._mount_by_fds(layer_id, lowerdir, readonly=readonly,
-                                                     extra=extra, flags=flags, merged=merged)
-            if err:
-                hint = ""
-                if err == errno.EINVAL and len(data) >= _PAGE_SIZE:
-                    hint = " (more than one page of mount data)"
-                raise MountError(
-                    f"overlay: cannot mount layer {layer_id} at {merged}: {what} failed: "
-                    f"{os.strerror(err)}{hint}; mount data is {len(data)} bytes "
-                    f"({len(lowerdir)} lower layers): {data[:300]}",
-                    layer_id=layer_id, errno=err, options_length=len(data))
-            log.debug("overlay: mounted %s (%d lowers, %d bytes of options)", layer_id,
-                      len(lowerdir), len(data))
+            self._mount_at(layer_id, d, merged, options)
             return merged
 
-    def _mount_flags(self, options: Sequence[str]) -> tuple[int, list[str], bool]:
+    def _mount_at(self, layer_id: str, d: Path, merged: Path, options: Sequence[str]) -> None:
+        """Mount layer ``layer_id`` (directory ``d``) on its parents at ``merged``."""
+        flags, data_opts, readonly = self._mount_flags(layer_id, options)
+        lowers = self._lowers(d)
+        if any(not os.path.isdir(self.home / x) for x in lowers):
+            # A parent's l/ link was lost (a crash before l/ was synced, a cleanup
+            # by hand): make it again from the parent's link file, as c/storage
+            # does when a mount finds one missing.
+            log.warning("overlay: layer %s: a parent's short link is missing; "
+                        "recreating it", layer_id)
+            self.repair_layer(layer_id)
+        if not lowers:
+            # overlay wants a lower even under an upper, and two lowers when there
+            # is no upper: a base layer gets an empty directory as its parent.
+            (d / "empty").mkdir(mode=0o700, exist_ok=True)
+            lowers = [f"{layer_id}/empty"]
+        if readonly:
+            lowerdir = [f"{_LINK_DIR}/{self._link(d)}", *lowers]
+            dirs = ""
+        else:
+            lowerdir = lowers
+            dirs = f",upperdir={layer_id}/diff,workdir={layer_id}/work"
+        if len(lowerdir) > MAX_DEPTH:
+            raise MountError(
+                f"overlay: layer {layer_id} needs {len(lowerdir)} lower layers; "
+                f"overlayfs stacks at most {MAX_DEPTH}", layer_id=layer_id)
+        # A "volatile" mount leaves this behind, and overlay then refuses the
+        # workdir until it is gone (c/storage removes it the same way).
+        volatile = d / "work" / "work" / "incompat" / "volatile"
+        if os.path.lexists(volatile):
+            _fs.remove_tree(volatile, home=None)
+        extra = "".join(f",{o}" for o in data_opts)
+        data = f"lowerdir={':'.join(lowerdir)}{dirs}{extra}"
+        if len(data) < _PAGE_SIZE:
+            err, what = _fs.mount("overlay", merged, "overlay", flags, data, cwd=self.home)
+        else:
+            data, err, what = self._mount_by_fds(layer_id, lowerdir, readonly=readonly,
+                                                 extra=extra, flags=flags, merged=merged)
+        if err:
+            hint = ""
+            if err == errno.EINVAL and len(data) >= _PAGE_SIZE:
+                hint = " (more than one page of mount data)"
+            raise MountError(
+                f"overlay: cannot mount layer {layer_id} at {merged}: {what} failed: "
+                f"{os.strerror(err)}{hint}; mount data is {len(data)} bytes "
+                f"({len(lowerdir)} lower layers): {data[:300]}",
+                layer_id=layer_id, errno=err, options_length=len(data))
+        log.debug("overlay: mounted %s at %s (%d lowers, %d bytes of options)", layer_id,
+                  merged, len(lowerdir), len(data))
+
+    @contextlib.contextmanager
+    def _lower_view(self, parent: str | None) -> Iterator[Callable[[], Path | None] | None]:
+        """A callable mounting ``parent`` read-only in staging when first called, for apply.
+
+        The extractor asks it only when an entry's parent directory is missing from
+        the layer (``_archive_lower``); the mount goes when the apply ends, and a
+        crash leaves it under staging/, where repair() detaches it before removing.
+        """
+        if parent is None:
+            yield None
+            return
+        with _fs.staged(self.home, "overlay-view") as where:
+            target = where / "view"
+
+            def view() -> Path:
+                target.mkdir(mode=0o700)
+                self._mount_at(parent, self._layer(parent), target,
+                               ["ro", "nodev", "nosuid", "noexec"])
+                return target
+
+            try:
+                yield view
+            finally:
+                if _fs.is_mountpoint(target) and _fs.umount(target):
+                    _fs.umount(target, _fs.MNT_DETACH)
+
+    def _mount_flags(self, layer_id: str, options: Sequence[str]) -> tuple[int, list[str], bool]:
         flags, data, readonly = 0, [], False
-        for o in _check_mount_options([*self.mount_options, *options], "mount options"):
+        opts = _overlay_opts.check_mount_options(
+            [*self.mount_options, *options], f"mount options of layer {layer_id}")
+        for o in [*opts, *_overlay_opts.kernel_default_offs(opts)]:
             if o in _fs.MS_FLAGS:
                 on, off = _fs.MS_FLAGS[o]
                 flags = (flags | on) & ~off

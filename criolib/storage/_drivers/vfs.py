@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from criolib._atomic import fsync_dir
 from criolib._exec import spawn
 from criolib.storage._drivers import _fs
 from criolib.storage._errors import (
@@ -100,12 +101,13 @@ class VFSDriver:
     # -- creating layers ------------------------------------------------------------
 
     def create(self, layer_id: str, parent: str | None, *,
-               staging: Path | None = None) -> Path:
+               staging: Path | None = None, durable: bool = True) -> Path:
         """Make layer ``layer_id`` as a copy of ``parent``; return its tree.
 
         With ``staging`` (a directory directly under ``<graphroot>/staging`` already
         holding the complete tree: parent plus changes), that directory becomes the
-        layer. The layer appears whole or not at all.
+        layer. The layer appears whole or not at all; with ``durable`` its files are
+        on disk before it appears (see :meth:`apply_diff`).
         """
         d = self._dir(layer_id)
         if d.exists():
@@ -122,15 +124,20 @@ class VFSDriver:
                     os.rename(staging, skel / "diff")
                 except OSError as exc:
                     raise DriverError(f"vfs: cannot adopt {staging}: {exc}") from exc
-            self._install(layer_id, skel)
+            self._install(layer_id, skel, durable=durable)
         return d / "diff"
 
     def apply_diff(self, layer_id: str, parent: str | None, source: BinaryIO, *,
-                   expected_diff_id: str | None = None) -> ApplyResult:
+                   expected_diff_id: str | None = None, expected_digest: str | None = None,
+                   allow_devices: bool = True, durable: bool = True) -> ApplyResult:
         """Create layer ``layer_id``: a copy of ``parent`` with the tarball applied.
 
         Copy and extraction happen in a staging directory; the layer moves into
-        place only once the tar verified against ``expected_diff_id``.
+        place only once the tar matched ``expected_diff_id`` and the blob
+        ``expected_digest`` (else :class:`DigestMismatch`, nothing visible).
+        ``allow_devices=False`` refuses device nodes (:class:`UnsafeArchive`).
+        With ``durable`` the staged tree is synced (syncfs) before the rename and
+        the rename after it; ``False`` skips both.
         """
         from criolib.storage._archive import apply_layer
 
@@ -140,19 +147,25 @@ class VFSDriver:
         with _fs.staged(self.home, "vfs") as skel:
             self._copy_parent(layer_id, parent, skel / "diff")
             result = apply_layer(source, skel / "diff", whiteouts="remove",
-                                 expected_diff_id=expected_diff_id)
-            self._install(layer_id, skel)
+                                 expected_diff_id=expected_diff_id,
+                                 expected_digest=expected_digest, allow_devices=allow_devices)
+            self._install(layer_id, skel, durable=durable)
         return result
 
-    def _install(self, layer_id: str, skel: Path) -> None:
+    def _install(self, layer_id: str, skel: Path, *, durable: bool) -> None:
         try:
             self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if durable:
+                _fs.sync_tree(skel)
             _fs.rename_noreplace(skel, self.home / layer_id)
+            if durable:
+                fsync_dir(self.home)
         except FileExistsError as exc:
             raise LayerExists(f"vfs: layer {layer_id} appeared in {self.home} while it "
                               "was being created") from exc
         except OSError as exc:
-            raise DriverError(f"vfs: cannot move layer {layer_id} into place: {exc}") from exc
+            raise DriverError(f"vfs: cannot sync or move layer {layer_id} into place: {exc}"
+                              ) from exc
         log.debug("vfs: layer %s created", layer_id)
 
     # -- reading layers -------------------------------------------------------------
@@ -164,6 +177,20 @@ class VFSDriver:
     def exists(self, layer_id: str) -> bool:
         """Whether layer ``layer_id`` is in this driver's home."""
         return self._dir(layer_id).is_dir()
+
+    def verify_layer(self, layer_id: str) -> list[str]:
+        """What would keep the layer from being used: its tree missing. ``[]`` if sound."""
+        d = self._dir(layer_id)
+        if not d.is_dir():
+            return [f"layer directory {d} is missing"]
+        if not (d / "diff").is_dir():
+            return [f"{d / 'diff'} is missing: the layer's files are gone"]
+        return []
+
+    def repair_layer(self, layer_id: str) -> list[str]:
+        """Nothing vfs can rebuild (a lost tree must be pulled again): always ``[]``."""
+        self._dir(layer_id)
+        return []
 
     def layer_ids(self) -> list[str]:
         """Every layer in the home, sorted."""
