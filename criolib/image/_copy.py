@@ -11,9 +11,15 @@ before the commit leaves the destination as it was (each destination discards
 what it wrote on :meth:`~criolib.image.ImageDestination.close`).
 
 Two copies of the same image into the same destination in one process take
-turns (a lock per destination and manifest digest), so the second finds every
-blob present and downloads nothing; across processes the destination's own
-locking and blob checks do the same (containers-storage's store lock).
+turns (a lock per destination and the digest of the instance copied, so a pull
+by tag and one by that instance's digest share it): the second finds every blob
+present and downloads nothing. Across processes there is no such lock; what
+holds for containers-storage is that each layer is looked for at the
+destination again right before its download (a copy that started later skips
+what the other has stored by then) and again before it is applied, and
+criolib.storage creates a layer under a per-layer-id lock and adopts one that
+exists. So both copies succeed and the store holds each layer once, but two
+copies that start the same layer at the same moment may both download it.
 """
 
 from __future__ import annotations
@@ -32,7 +38,12 @@ import attrs
 from criolib.image._copy_layers import Reporter, copy_layers
 from criolib.image._copy_spool import read_verified
 from criolib.image._copy_types import CopyResult, LayerStackDestination, ProgressCallback
-from criolib.image._errors import DigestMismatch, ImageError, UnsupportedConversion
+from criolib.image._errors import (
+    DigestMismatch,
+    ImageError,
+    InvalidArgument,
+    UnsupportedConversion,
+)
 from criolib.image._manifest import (
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -51,6 +62,7 @@ from criolib.image._manifest import (
 )
 from criolib.image._platform import Platform, choose_instance
 from criolib.image._policy import Policy
+from criolib.image._reference import Reference
 from criolib.image._transports import parse_image_name
 from criolib.image._transports._base import (
     ImageDestination,
@@ -58,6 +70,7 @@ from criolib.image._transports._base import (
     ImageSource,
     SystemContext,
 )
+from criolib.image._transports._docker import DockerReference
 from criolib.image._transports._storage import StorageReference
 
 __all__ = ["DEFAULT_CONCURRENCY", "copy_image"]
@@ -99,16 +112,27 @@ def copy_image(
     is accepted for containers/image's sake.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        raise InvalidArgument(f"copy_image: concurrency must be an int >= 1, not "
+                              f"{concurrency!r}", argument="concurrency")
     src_ref = parse_image_name(src) if isinstance(src, str) else src
     dest_ref = parse_image_name(dest) if isinstance(dest, str) else dest
-    policy.evaluate(src_ref.transport.name, src_ref.policy_scope())
+    short = isinstance(src_ref, DockerReference) and src_ref.short_name is not None
+    if not short:
+        policy.evaluate(src_ref.transport.name, src_ref.policy_scope())
     base = ctx if ctx is not None else SystemContext()
     sctx, dctx = src_ctx or base, dest_ctx or base
     wanted = platform or sctx.platform
     del remove_signatures  # nothing to remove: see the docstring
     with contextlib.ExitStack() as stack:
-        source = src_ref.new_source(sctx)
+        source: ImageSource
+        if isinstance(src_ref, DockerReference) and short:
+            # The policy applies to what a short name resolves to, not to its
+            # docker.io spelling: each candidate is checked before it is tried.
+            def check(candidate: Reference) -> None:
+                policy.evaluate(src_ref.transport.name, str(candidate))
+            source = src_ref.new_source(sctx, check_candidate=check)
+        else:
+            source = src_ref.new_source(sctx)
         stack.callback(source.close)
         top, top_type = source.get_manifest()
         top_digest = manifest_digest(top)
@@ -122,7 +146,10 @@ def copy_image(
                      entry.platform)
             top, top_type = source.get_manifest(entry.digest)
             _check_digest(top, entry.digest, f"{source.reference} instance")
-        stack.enter_context(_one_at_a_time(_destination_key(dest_ref, dctx), top_digest))
+        # Keyed on the instance actually copied: a pull by tag and one by the
+        # instance's digest wait for each other.
+        stack.enter_context(_one_at_a_time(_destination_key(dest_ref, dctx),
+                                           top_digest if whole_index else manifest_digest(top)))
         destination = dest_ref.new_destination(dctx)
         stack.callback(destination.close)
         pool = stack.enter_context(ThreadPoolExecutor(concurrency,

@@ -83,12 +83,28 @@ class LayerStats:
 
 
 def download(source: ImageSource, spool: Spool, descriptor: Mapping[str, Any],
-             index: int | None, report: Reporter) -> int:
-    """Fill ``spool`` with the blob from ``source``; return the byte count."""
+             index: int | None, report: Reporter, *,
+             present: Callable[[], bool] | None = None) -> int:
+    """Fill ``spool`` with the blob from ``source``; return the byte count.
+
+    ``present`` is asked right before fetching: another copy (another process,
+    which the in-process lock does not hold back) may have stored the layer since
+    the copy began, and then the download is skipped (:meth:`Spool.skip`).
+    """
     digest = str(descriptor["digest"])
     if spool.cancelled:
         spool.fail(RuntimeError("cancelled before it started"))
         return 0
+    if present is not None:
+        try:
+            now_present = present()
+        except Exception:  # the fetch decides then; a store hiccup must not fail the copy
+            log.debug("re-checking %s at the destination failed", digest, exc_info=True)
+            now_present = False
+        if now_present:
+            log.info("%s was stored meanwhile (by another copy); not downloading it", digest)
+            spool.skip()
+            return 0
     report("started", descriptor, index)
     try:
         stream = source.get_blob(digest, int(descriptor.get("size", -1)))
@@ -113,23 +129,30 @@ class _Downloads:
     """The spools of one image's layers and the futures filling them."""
 
     def __init__(self, source: ImageSource, pool: ThreadPoolExecutor, report: Reporter,
-                 spool_dir: Path | None) -> None:
+                 spool_dir: Path | None,
+                 present: Callable[[_Job], bool] | None = None) -> None:
         self.source = source
+        self.present = present
         self.pool = pool
         self.report = report
         self.spool_dir = spool_dir
         self.spools: dict[str, Spool] = {}
         self.futures: dict[str, Future[int]] = {}
 
-    def start(self, job: _Job) -> Spool:
+    def start(self, job: _Job, *, recheck: bool = True) -> Spool:
         digest = str(job.descriptor["digest"])
         spool = self.spools.get(digest)
-        if spool is None:
+        if spool is None or (spool.skipped and not recheck):
+            if spool is not None:
+                spool.close()
             spool = Spool(digest, int(job.descriptor.get("size", -1)),
                           what=f"layer {job.index}", directory=self.spool_dir)
             self.spools[digest] = spool
+            check = self.present
+            present = (lambda: check(job)) if check is not None and recheck else None
             self.futures[digest] = self.pool.submit(
-                download, self.source, spool, job.descriptor, job.index, self.report)
+                download, self.source, spool, job.descriptor, job.index, self.report,
+                present=present)
         return spool
 
     def bytes(self) -> int:
@@ -169,7 +192,14 @@ def copy_layers(source: ImageSource, dest: ImageDestination,
     jobs = [_Job(i, d, _diff_id_or_none(diff_ids, i)) for i, d in enumerate(layers)]
     _check_presence(dest, jobs, pool, stack)
     stats = LayerStats()
-    downloads = _Downloads(source, pool, report, spool_dir)
+    present: Callable[[_Job], bool] | None = None
+    if stack:
+        assert isinstance(dest, LayerStackDestination)
+        stack_dest = dest
+
+        def present(job: _Job) -> bool:
+            return stack_dest.layer_present(job.descriptor, job.diff_id)
+    downloads = _Downloads(source, pool, report, spool_dir, present)
     try:
         for job in jobs:  # downloads start in manifest order: the first needed comes first
             if not job.present:
@@ -189,7 +219,16 @@ def copy_layers(source: ImageSource, dest: ImageDestination,
                 stats.skipped += 1
                 report("skipped", job.descriptor, job.index)
                 continue
-            _commit(dest, downloads.start(job), job)
+            spool = downloads.start(job)
+            if present is not None and not job.present and (spool.skipped or present(job)):
+                # Stored meanwhile by another copy (another process): stack that one.
+                assert isinstance(dest, LayerStackDestination)
+                if dest.reuse_layer(job.descriptor, job.diff_id):
+                    stats.skipped += 1
+                    report("skipped", job.descriptor, job.index)
+                    continue
+                spool = downloads.start(job, recheck=False)
+            _commit(dest, spool, job)
             sent.add(digest)
             stats.copied += 1
             report("done", job.descriptor, job.index)

@@ -86,6 +86,18 @@ class Spool:
         self._done = False
         self._error: BaseException | None = None
         self._cancelled = False
+        self._skipped = False
+
+    @property
+    def skipped(self) -> bool:
+        """Whether the download did not happen: the destination had the blob by then."""
+        return self._skipped
+
+    def skip(self) -> None:
+        """End the spool unfilled because the destination holds the blob now."""
+        self._skipped = True
+        self._finish(CopyCancelled(f"{self.what} {self.digest}: stored meanwhile by "
+                                   "another copy; not downloaded"))
 
     @property
     def cancelled(self) -> bool:

@@ -4,6 +4,7 @@
 
     criolib.errors.CriolibError
     └── ImageError
+        ├── InvalidArgument (ValueError)     a bad argument in code (concurrency, credentials...)
         ├── DigestMismatch (ValueError)      content does not hash to its digest, or its size is off
         ├── ManifestError (ValueError)       a manifest, index or image config is malformed
         │   ├── UnsupportedManifest          Docker schema 1, or a media type criolib cannot read
@@ -58,6 +59,7 @@ __all__ = [
     "DuplicateTransport",
     "ImageError",
     "ImageNotFound",
+    "InvalidArgument",
     "InvalidDigest",
     "InvalidImageName",
     "InvalidPlatform",
@@ -86,6 +88,18 @@ __all__ = [
 
 class ImageError(CriolibError):
     """Base class of every error raised by :mod:`criolib.image`."""
+
+
+class InvalidArgument(ImageError, ValueError):
+    """An argument passed in code is out of range or of the wrong type.
+
+    ``argument`` names it (``concurrency``, ``credentials``...), so a caller far from
+    the call (copy_image → RegistryClient) sees which one.
+    """
+
+    def __init__(self, message: str, *, argument: str = "") -> None:
+        super().__init__(message)
+        self.argument = argument
 
 
 # -- registries (distribution-spec v1.1 spec.md "Error Codes"; RFC 9110 status codes) --------

@@ -28,6 +28,7 @@ from criolib.image._credentials import Credentials
 from criolib.image._errors import (
     BlobUnknown,
     DigestMismatch,
+    InvalidArgument,
     InvalidReference,
     InvalidResponse,
 )
@@ -134,9 +135,11 @@ class RegistryClient:
             raise InvalidReference(f"invalid registry host {host!r}: want name[:port]",
                                    reference=str(host))
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, not {retries!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, not {chunk_size!r}")
+            raise InvalidArgument(f"registry client for {host}: retries must be an int "
+                                  f">= 0, not {retries!r}", argument="retries")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise InvalidArgument(f"registry client for {host}: chunk_size must be an int "
+                                  f">= 1, not {chunk_size!r}", argument="chunk_size")
         self._chunk_size = chunk_size
         self._session = Session(
             host, insecure=insecure, credentials=normalize_credentials(credentials),
@@ -258,7 +261,9 @@ class RegistryClient:
         """
         repository, reference = _check_repository(repository), _check_reference(reference)
         if len(data) > MAX_MANIFEST_SIZE:
-            raise ValueError(f"manifest of {len(data)} bytes exceeds {MAX_MANIFEST_SIZE}")
+            raise InvalidArgument(f"{self.host}/{repository}:{reference}: manifest of "
+                                  f"{len(data)} bytes exceeds {MAX_MANIFEST_SIZE}",
+                                  argument="data")
         op = Operation("push manifest", repository, reference, kind="manifest")
         algorithm = reference.partition(":")[0] if ":" in reference else "sha256"
         digest = manifest_digest(bytes(data), algorithm)

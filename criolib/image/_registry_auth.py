@@ -28,6 +28,8 @@ from typing import Any
 import attrs
 import httpx
 
+from criolib.image._errors import InvalidArgument, InvalidResponse
+
 __all__ = [
     "SCOPES_EXTENSION",
     "Challenge",
@@ -157,8 +159,8 @@ def normalize_credentials(credentials: Any) -> UserCredentials | None:
     """``(user, password)``, an object with ``username``/``password``/``identity_token``, or None.
 
     The object form is criolib.image's ``Credentials`` (auth.json), duck-typed so
-    this module does not depend on where it is defined. Raises TypeError or
-    ValueError for anything else.
+    this module does not depend on where it is defined. Raises
+    :class:`~criolib.image.InvalidArgument` for anything else.
     """
     if credentials is None:
         return None
@@ -166,7 +168,8 @@ def normalize_credentials(credentials: Any) -> UserCredentials | None:
         return credentials
     if isinstance(credentials, tuple):
         if len(credentials) != 2 or not all(isinstance(c, str) for c in credentials):
-            raise TypeError("registry credentials: a tuple must be (username: str, password: str)")
+            raise InvalidArgument("registry credentials: a tuple must be (username: str, "
+                                  "password: str)", argument="credentials")
         user, password = credentials
         identity = ""
     else:
@@ -174,13 +177,14 @@ def normalize_credentials(credentials: Any) -> UserCredentials | None:
         password = getattr(credentials, "password", None) or ""
         identity = getattr(credentials, "identity_token", None) or ""
         if not all(isinstance(v, str) for v in (user, password, identity)):
-            raise TypeError(
+            raise InvalidArgument(
                 f"registry credentials: {type(credentials).__name__} must have str username, "
-                "password and identity_token attributes"
+                "password and identity_token attributes", argument="credentials"
             )
     if ":" in user:
         # RFC 7617 §2: a user-id with a colon cannot be sent with Basic.
-        raise ValueError(f"registry credentials: user name {user!r} contains ':'")
+        raise InvalidArgument(f"registry credentials: user name {user!r} contains ':' "
+                              "(RFC 7617 forbids it in Basic auth)", argument="credentials")
     if not (user or password or identity):
         return None
     return UserCredentials(user, password, identity)
@@ -215,29 +219,36 @@ class _Token:
     good_until: float  # time.monotonic()
 
 
-def parse_token_response(body: bytes, *, received: float, now: float | None = None) -> tuple[
-        str, float]:
+def _bad_token(realm: str, message: str) -> InvalidResponse:
+    host = httpx.URL(realm).host if realm.startswith(("http://", "https://")) else realm
+    return InvalidResponse(f"token service {realm or '(unnamed)'}: {message}",
+                           host=host or "token service")
+
+
+def parse_token_response(body: bytes, *, received: float, now: float | None = None,
+                         realm: str = "") -> tuple[str, float]:
     """``(token, seconds it stays good from received)`` from a token answer (token.md).
 
     ``token`` or ``access_token`` (either; ``token`` wins), ``expires_in`` (default 60 s)
     and ``issued_at`` (RFC 3339): a token issued before it reached us has less
     life left. An ``issued_at`` in the future or older than the token's life is
-    clock skew, and ignored. Raises ValueError on a malformed answer.
+    clock skew, and ignored. Raises :class:`~criolib.image.InvalidResponse`
+    (naming the token service ``realm``) on a malformed answer.
     """
     try:
         doc = json.loads(body)
     except ValueError as exc:
-        raise ValueError(f"token answer is not JSON: {exc}") from None
+        raise _bad_token(realm, f"token answer is not JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise ValueError("token answer is not a JSON object")
+        raise _bad_token(realm, "token answer is not a JSON object")
     value = doc.get("token") or doc.get("access_token")
     if not isinstance(value, str) or not value:
-        raise ValueError("token answer holds neither 'token' nor 'access_token'")
+        raise _bad_token(realm, "token answer holds neither 'token' nor 'access_token'")
     life = doc.get("expires_in")
     if life is None:
         life = DEFAULT_TOKEN_LIFETIME
     if isinstance(life, bool) or not isinstance(life, int | float) or life <= 0:
-        raise ValueError(f"token answer has expires_in {life!r}, not a positive number")
+        raise _bad_token(realm, f"token answer has expires_in {life!r}, not a positive number")
     issued = doc.get("issued_at")
     if isinstance(issued, str):
         try:
@@ -371,9 +382,9 @@ class RegistryAuth(httpx.Auth):
             raise _TokenFailure(f"token service {realm} sent {len(body)} bytes, more than "
                              f"{MAX_TOKEN_BODY}", status=answer.status_code, realm=realm)
         try:
-            token, life = parse_token_response(body, received=received)
-        except ValueError as exc:
-            raise _TokenFailure(f"token service {realm}: {exc}", status=answer.status_code,
+            token, life = parse_token_response(body, received=received, realm=realm)
+        except InvalidResponse as exc:
+            raise _TokenFailure(str(exc), status=answer.status_code,
                              realm=realm) from None
         # Stop using a token a little before it runs out: it was issued before it got here.
         good_until = received_mono + life - min(1.0, life / 4)

@@ -288,7 +288,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _proxy(self) -> None:
         body = self._read_body()
-        headers = {k.lower(): v for k, v in self.headers.items()}
+        headers: dict[str, str] = {}
+        for k, v in self.headers.items():  # repeated headers recorded comma-joined
+            headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
         faults = self.owner._match(self.command, self.path, headers)
         by_kind = {f.kind: f.params for f in faults}
         if "delay" in by_kind:
@@ -299,11 +301,19 @@ class _Handler(BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(*self.owner.upstream, timeout=self.owner.timeout)
         try:
             drop = _HOP_BY_HOP | ({"range"} if "ignore_range" in by_kind else set())
-            forward = {k: v for k, v in self.headers.items() if k.lower() not in drop}
-            forward.pop("Content-Length", None)
+            # A list, not a dict: Go clients send several Accept lines, and each must
+            # reach the upstream as its own header.
+            forward = [(k, v) for k, v in self.headers.items()
+                       if k.lower() not in drop and k.lower() != "content-length"]
             if body or self.command in ("POST", "PUT", "PATCH"):
-                forward["Content-Length"] = str(len(body))
-            conn.request(self.command, self.path, body=body or None, headers=forward)
+                forward.append(("Content-Length", str(len(body))))
+            conn.putrequest(self.command, self.path, skip_host=True,
+                            skip_accept_encoding=True)
+            if not any(k.lower() == "host" for k, _ in forward):
+                conn.putheader("Host", "{}:{}".format(*self.owner.upstream))
+            for key, value in forward:
+                conn.putheader(key, value)
+            conn.endheaders(body or None)
             upstream = conn.getresponse()
             self._relay(upstream, by_kind)
         except OSError as exc:

@@ -18,6 +18,7 @@ from criolib.image import (
     MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
     DigestMismatch,
+    InvalidArgument,
     NoMatchingPlatform,
     Platform,
     PolicyDenied,
@@ -248,6 +249,7 @@ def test_identical_concurrent_copies_do_the_work_once(criolib_test_images: TestI
 
 
 def test_concurrency_must_be_positive(criolib_test_images: TestImages, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="concurrency"):
+    with pytest.raises(InvalidArgument, match="concurrency") as caught:
         copy_image(oci(criolib_test_images, "busybox"), f"oci:{tmp_path}/x:y",
                    policy=write_policy(tmp_path), concurrency=0)
+    assert caught.value.argument == "concurrency"

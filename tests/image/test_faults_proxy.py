@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Callable, Iterator
 
@@ -101,3 +102,23 @@ def test_bad_rules_refused(criolib_registry: RegistryServer) -> None:
         proxy.status(200)
     with pytest.raises(TestbedValueError):
         proxy.delay(1, times=0)
+
+
+def test_repeated_request_headers_are_forwarded_each(proxy: FaultProxy,
+                                                     blob: tuple[str, bytes]) -> None:
+    path, _ = blob
+    with FaultProxy(proxy.url) as front:  # front -> proxy -> registry
+        conn = http.client.HTTPConnection(front.host, timeout=10)
+        try:
+            conn.putrequest("GET", path)
+            conn.putheader("Accept", "application/vnd.oci.image.manifest.v1+json")
+            conn.putheader("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+            conn.endheaders()
+            resp = conn.getresponse()
+            resp.read()
+        finally:
+            conn.close()
+        assert resp.status == 200
+    (seen,) = proxy.requests
+    assert seen.headers["accept"] == ("application/vnd.oci.image.manifest.v1+json, "
+                                      "application/vnd.docker.distribution.manifest.v2+json")

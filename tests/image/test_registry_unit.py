@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from criolib.image._credentials import Credentials
 from criolib.image._errors import (
     Denied,
+    InvalidArgument,
     InvalidResponse,
     ManifestUnknown,
     RegistryError,
@@ -111,8 +112,8 @@ def test_token_response_fields() -> None:
     assert parse_token_response(json.dumps({"token": "t", "issued_at": future}).encode(),
                                 received=now)[1] == 60.0
     for bad in (b"[]", b"{}", b"nope", b'{"token": "t", "expires_in": -1}'):
-        with pytest.raises(ValueError):
-            parse_token_response(bad, received=now)
+        with pytest.raises(InvalidResponse, match=r"auth\.example"):
+            parse_token_response(bad, received=now, realm="https://auth.example/token")
 
 
 def test_credentials_forms() -> None:
@@ -121,9 +122,9 @@ def test_credentials_forms() -> None:
 
     assert normalize_credentials(("u", "p")) == normalize_credentials(Creds())
     assert normalize_credentials(None) is None
-    with pytest.raises(ValueError, match="contains ':'"):
+    with pytest.raises(InvalidArgument, match="contains ':'"):
         normalize_credentials(("a:b", "p"))
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgument, match="credentials"):
         normalize_credentials(("u",))
     assert "p" not in repr(normalize_credentials(("u", "p")))
 

@@ -9,15 +9,18 @@ FaultProxy placed in front of a registry.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from criolib.image import (
+    BlockedRegistry,
     DockerReference,
     InvalidImageName,
     ManifestUnknown,
+    PolicyDenied,
     SystemContext,
     copy_image,
     parse_image_name,
@@ -186,3 +189,56 @@ def test_push_from_storage_then_skopeo_reads_it(
     again = copy_image("containers-storage:localhost/bb:1", f"docker://{registry.host}/{repo}",
                        policy=policy, ctx=ctx)
     assert (again.layers_copied, again.layers_skipped) == (0, 1)
+
+
+def _docker_only_policy(tmp_path: Path, scope: str) -> dict[str, object]:
+    return {"default": [{"type": "reject"}],
+            "transports": {"docker": {scope: [{"type": "insecureAcceptAnything"}]}}}
+
+
+@pytest.mark.integration
+def test_short_name_policy_is_checked_against_the_resolved_registry(
+        criolib_registry: RegistryServer, criolib_test_images: TestImages,
+        tmp_path: Path) -> None:
+    conf = f"""
+unqualified-search-registries = ["{criolib_registry.host}"]
+short-name-mode = "permissive"
+"""
+    ctx = registry_ctx(tmp_path, conf=conf, retries=0)
+    dest = tmp_path / "o"
+    only_docker_io = write_policy(tmp_path, _docker_only_policy(tmp_path, "docker.io"))
+    with FaultProxy(criolib_registry.url) as proxy:
+        proxied = registry_ctx(tmp_path, conf=conf.replace(criolib_registry.host,
+                                                           proxy.host), retries=0)
+        with pytest.raises(PolicyDenied, match=re.escape(proxy.host)):
+            copy_image("docker://testbed/busybox", f"oci:{dest}:bb", policy=only_docker_io,
+                       ctx=proxied)
+        assert proxy.requests == []  # denied before the registry was contacted
+    assert not (dest / "index.json").exists()
+    # Allowed by the resolved registry's scope although docker.io is rejected.
+    only_local = write_policy(tmp_path, _docker_only_policy(tmp_path, criolib_registry.host))
+    result = copy_image("docker://testbed/busybox", f"oci:{dest}:bb", policy=only_local,
+                        ctx=ctx)
+    assert result.manifest_digest == criolib_test_images["busybox"].digest
+
+
+@pytest.mark.integration
+def test_a_blocked_search_registry_is_skipped(criolib_registry: RegistryServer,
+                                              criolib_test_images: TestImages,
+                                              tmp_path: Path) -> None:
+    conf = f"""
+unqualified-search-registries = ["blocked.invalid", "{criolib_registry.host}"]
+short-name-mode = "permissive"
+
+[[registry]]
+location = "blocked.invalid"
+blocked = true
+"""
+    ctx = registry_ctx(tmp_path, conf=conf, retries=0)
+    result = copy_image("docker://testbed/busybox", f"oci:{tmp_path / 'o'}:bb",
+                        policy=write_policy(tmp_path), ctx=ctx)
+    assert result.manifest_digest == criolib_test_images["busybox"].digest
+    only_blocked = conf.replace(f', "{criolib_registry.host}"', "")
+    with pytest.raises(BlockedRegistry, match=r"blocked\.invalid"):
+        copy_image("docker://testbed/busybox", f"oci:{tmp_path / 'p'}:bb",
+                   policy=write_policy(tmp_path), ctx=registry_ctx(tmp_path, conf=only_blocked))

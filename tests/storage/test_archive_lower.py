@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from criolib.storage import LayerFormatError, apply_layer
+from criolib.storage import LayerFormatError, UnsafeArchive, apply_layer
 from criolib.testing import require_root
 from criolib.testing.strategies_tar import EPOCH, TarEntry, tar_bytes
 from tests.storage.hostile.watch import xattrs
@@ -80,6 +80,8 @@ def lower(tmp_path: Path) -> Path:
             TarEntry(name=b"usr/lib", kind="dir", mode=0o700, uid=3, gid=3),
             TarEntry(name=b"lib", kind="symlink", link=b"usr/lib"),
             TarEntry(name=b"evil", kind="symlink", link=b"/"),
+            TarEntry(name=b"up", kind="symlink", link=b"../../../../.."),
+            TarEntry(name=b"loop", kind="symlink", link=b"loop/x"),
             TarEntry(name=b"file", data=b"f")], view, "remove")
     _age(view)
     return view
@@ -110,11 +112,14 @@ def test_overlay_follows_a_symlink_below(tmp_path: Path, lower: Path) -> None:
 def test_a_symlink_below_never_leads_out_of_the_layer(tmp_path: Path, lower: Path) -> None:
     dest = tmp_path / "layer"
     dest.mkdir()
-    before = sorted(os.listdir("/"))
-    _apply([TarEntry(name=b"evil/criolib-should-not-exist", data=b"x")], dest, "overlay",
-           lower=lower)
+    before = sorted(os.listdir("/")), sorted(os.listdir(tmp_path))
+    _apply([TarEntry(name=b"evil/criolib-should-not-exist", data=b"x"),
+            TarEntry(name=b"up/criolib-nor-this", data=b"y")], dest, "overlay", lower=lower)
     assert (dest / "criolib-should-not-exist").read_bytes() == b"x"
-    assert sorted(os.listdir("/")) == before
+    assert (dest / "criolib-nor-this").read_bytes() == b"y"
+    assert (sorted(os.listdir("/")), sorted(os.listdir(tmp_path))) == before
+    with pytest.raises(UnsafeArchive, match="symlinks"):
+        _apply([TarEntry(name=b"loop/y", data=b"z")], dest, "overlay", lower=lower)
 
 
 def test_a_file_below_in_the_way_is_a_format_error(tmp_path: Path, lower: Path) -> None:

@@ -43,7 +43,7 @@ from criolib.storage import (
     check,
     repair,
 )
-from criolib.testing import Entry, TestImages, write_layer
+from criolib.testing import TestImages
 from tests.storage.conftest import DRIVERS, chain_ids, layer_blob, require_root, require_root_for
 from tests.storage.test_store import import_image, make_store, tar_of
 
@@ -301,8 +301,13 @@ def test_a_graphroot_that_is_a_file(tmp_path: Path) -> None:
         Store(tmp_path / "file" / "below", tmp_path / "run", "vfs")
 
 
-def test_make_layer_helper_is_usable() -> None:
-    # write_layer is what the concurrency tests feed to put_layer; keep it honest here.
-    buf = io.BytesIO()
-    blob = write_layer([Entry("x", data=b"x")], buf, "none")
-    assert blob.diff_id.startswith("sha256:")
+def test_put_layer_inside_a_write_batch(graphroot: Path) -> None:
+    data, diff_id = tar_of({"a.txt": b"A"})
+    config = b"{}"
+    with Store(graphroot / "g", graphroot / "r", "vfs") as store:
+        with store.writing():  # one batch: the layer and its image under one lock hold
+            layer = store.put_layer(io.BytesIO(data), expected_diff_id=diff_id)
+            store.create_image(hashlib.sha256(config).hexdigest(), layer.id,
+                               big_data={"config": config})
+        assert store.layer(layer.id).diff_id == diff_id and len(store.images()) == 1
+        assert check(store).clean

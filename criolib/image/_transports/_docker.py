@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, NoReturn
 
 import attrs
 
 from criolib.image._credentials import Credentials, get_credentials
 from criolib.image._errors import (
+    BlockedRegistry,
     ImageError,
     InvalidImageName,
     InvalidReference,
@@ -115,11 +116,16 @@ class DockerReference:
         return f"docker:{self.string_within_transport()}"
 
     def policy_scope(self) -> str:
-        """The normalised reference (``PolicyConfigurationIdentity``), short names as docker.io."""
+        """The normalised reference (``PolicyConfigurationIdentity``), short names as docker.io.
+
+        For a short name this is only a placeholder: ``copy_image`` checks the policy
+        against each candidate the name resolves to (see :class:`DockerImageSource`).
+        """
         return str(self.ref)
 
-    def new_source(self, ctx: SystemContext) -> DockerImageSource:
-        return DockerImageSource(self, ctx)
+    def new_source(self, ctx: SystemContext, *,
+                   check_candidate: CandidateCheck | None = None) -> DockerImageSource:
+        return DockerImageSource(self, ctx, check_candidate=check_candidate)
 
     def new_destination(self, ctx: SystemContext) -> DockerImageDestination:
         if self.short_name is not None:
@@ -148,13 +154,25 @@ def _tag_or_digest(ref: Reference) -> str:
     return ref.digest or ref.tag or "latest"
 
 
-class DockerImageSource:
-    """Reads an image from the first pull source that has it (see the module docstring)."""
+#: Called with each candidate a short name resolves to before it is tried; raises to skip it.
+CandidateCheck = Callable[[Reference], None]
 
-    def __init__(self, ref: DockerReference, ctx: SystemContext) -> None:
+
+class DockerImageSource:
+    """Reads an image from the first pull source that has it (see the module docstring).
+
+    ``check_candidate`` (``copy_image`` passes the policy) is called with each
+    candidate name before any endpoint of it is contacted; an :class:`ImageError`
+    from it (such as :class:`~criolib.image.PolicyDenied`) skips the candidate,
+    like podman's libimage checks the policy per resolved short name.
+    """
+
+    def __init__(self, ref: DockerReference, ctx: SystemContext, *,
+                 check_candidate: CandidateCheck | None = None) -> None:
         self.reference = str(ref)
         self._ref = ref
         self._ctx = ctx
+        self._check = check_candidate
         self._lock = threading.Lock()
         self._client: RegistryClient | None = None
         self._pulled: Reference | None = None
@@ -180,7 +198,17 @@ class DockerImageSource:
         conf = _conf(self._ctx)
         errors: list[tuple[str, Exception]] = []
         for candidate in self._candidates(conf):
-            for source in conf.pull_sources(candidate):
+            try:
+                if self._check is not None:
+                    self._check(candidate)
+                # A blocked search registry is one failed candidate, not the end
+                # (podman tries the next one); a fully qualified name has just one.
+                sources = conf.pull_sources(candidate)
+            except (BlockedRegistry, ImageError) as exc:
+                log.info("%s: skipping %s: %s", self.reference, candidate, exc)
+                errors.append((str(candidate), exc))
+                continue
+            for source in sources:
                 where = source.reference_rewritten
                 client = registry_client(where, self._ctx, insecure=source.insecure, conf=conf)
                 try:

@@ -397,10 +397,17 @@ class OverlayDriver:
         with _fs.staged(self.home, "overlay-view") as where:
             target = where / "view"
 
-            def view() -> Path:
+            def view() -> Path | None:
                 target.mkdir(mode=0o700)
-                self._mount_at(parent, self._layer(parent), target,
-                               ["ro", "nodev", "nosuid", "noexec"])
+                try:
+                    self._mount_at(parent, self._layer(parent), target,
+                                   ["ro", "nodev", "nosuid", "noexec"])
+                except MountError as exc:
+                    # The layer still applies; only headerless parents lose the lower
+                    # metadata (plain 0755 directories, as containers/storage makes).
+                    log.warning("overlay: cannot see the layers below %s to copy "
+                                "directories up: %s", parent, exc)
+                    return None
                 return target
 
             try:
