@@ -192,22 +192,6 @@ class Generator(LinuxSetters):
             self._section("linux")["seccomp"] = default_seccomp_profile(capabilities=caps)
             self._seccomp_caps = caps
 
-    def _section(self, *keys: str) -> dict[str, Any]:
-        node = self._doc
-        for key in keys:
-            child = node.get(key)
-            if not isinstance(child, dict):
-                child = node[key] = {}
-            node = child
-        return node
-
-    def _list(self, *keys: str) -> list[Any]:
-        parent = self._section(*keys[:-1])
-        value = parent.get(keys[-1])
-        if not isinstance(value, list):
-            value = parent[keys[-1]] = []
-        return value
-
     # -- root, hostname, annotations ---------------------------------------------------
 
     def set_root(self, path: str, *, readonly: bool | None = None) -> Self:

@@ -60,11 +60,23 @@ class LinuxSetters:
     #: final capabilities whenever the document is handed out (see Generator).
     _auto_seccomp: bool
 
-    def _section(self, *keys: str) -> dict[str, Any]:  # pragma: no cover - Generator's
-        raise NotImplementedError
+    # The document's sections, created on first use (shared by every setter).
 
-    def _list(self, *keys: str) -> list[Any]:  # pragma: no cover - Generator's
-        raise NotImplementedError
+    def _section(self, *keys: str) -> dict[str, Any]:
+        node = self._doc
+        for key in keys:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        return node
+
+    def _list(self, *keys: str) -> list[Any]:
+        parent = self._section(*keys[:-1])
+        value = parent.get(keys[-1])
+        if not isinstance(value, list):
+            value = parent[keys[-1]] = []
+        return value
 
     # -- mounts -----------------------------------------------------------------------
 
