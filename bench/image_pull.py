@@ -1,9 +1,10 @@
 """Pulling from a registry into containers-storage: criolib against skopeo and podman.
 
-The large test image (busybox plus 300 MiB in 20,000 files over four gzip layers,
-``build_test_images(~/.cache/criolib/testbed, large=True)``, built on first use)
-is pushed into the distribution registry, whose storage lives on a tmpfs mounted
-for the run, as do the stores (MACHINE-NOTES.md: the root ext4 measures the disk).
+The test bed's large image (busybox's layer plus four gzip layers holding 300 MiB
+in 20,000 files: ``build_test_images(~/.cache/criolib/testbed, large=True,
+large_size=300 MiB, large_files=20000)``, built on first use) is pushed into the
+distribution registry, whose storage lives on a tmpfs mounted for the run, as do
+the stores (MACHINE-NOTES.md: the root ext4 measures the disk).
 Each peer pulls it N times into a fresh store, interleaved (default 3,
 ``python bench/image_pull.py N``):
 
@@ -11,6 +12,10 @@ criolib
     ``copy_image(docker://…, containers-storage:[overlay@G+R]large:latest)``:
     six parallel downloads, each verified while it streams, layers applied in
     order by :class:`criolib.storage.Store` while later ones still download.
+criolib-cli
+    ``criolib image pull --root G --runroot R …`` as a subprocess: the same work
+    plus a process start and imports, like for like with skopeo's and podman's
+    process starts.
 skopeo
     ``skopeo copy --src-tls-verify=false docker://… containers-storage:[overlay@G+R]large:latest``
 podman
@@ -18,11 +23,10 @@ podman
 
 Then the pull of an image already present, into the store of the last run: its
 time, and the HTTP requests each tool sent (counted by a small forwarding proxy
-placed in front of the registry for that one extra pull only; criolib.testing's
-FaultProxy would do, but it folds repeated headers such as Go's several
-``Accept`` lines into one, which the registry then answers differently).
+placed in front of the registry for that one extra pull only).
 
-Prints the median seconds and the ratios criolib / skopeo and criolib / podman.
+Prints the median seconds and the ratios of criolib in process and of
+``criolib image pull`` to skopeo and to podman.
 Needs root, the registry (docker-registry), skopeo and podman.
 """
 
@@ -141,6 +145,15 @@ def criolib_pull(host: str, where: Path) -> None:
                policy=Policy.insecure_accept_anything(), ctx=ctx)
 
 
+def criolib_cli_pull(host: str, where: Path) -> None:
+    conf = where.parent / "empty-registries.conf"
+    conf.write_text("")
+    run_tool(sys.executable, "-m", "criolib", "image", "pull", "--quiet", "--insecure-policy",
+             "--registries-conf", str(conf), "--tls-verify=false", "--root", f"{where}/graph",
+             "--runroot", f"{where}/run", "--storage-driver", "overlay",
+             f"docker://{host}/{IMAGE}")
+
+
 def run_tool(*argv: str) -> None:
     proc = subprocess.run(argv, capture_output=True, check=False)
     if proc.returncode != 0:
@@ -159,8 +172,8 @@ def podman_pull(host: str, where: Path) -> None:
              f"{host}/{IMAGE}")
 
 
-PEERS: dict[str, Puller] = {"criolib": criolib_pull, "skopeo": skopeo_pull,
-                            "podman": podman_pull}
+PEERS: dict[str, Puller] = {"criolib": criolib_pull, "criolib-cli": criolib_cli_pull,
+                            "skopeo": skopeo_pull, "podman": podman_pull}
 
 
 def fresh(where: Path) -> Path:
@@ -181,9 +194,10 @@ def report(times: dict[str, list[float]], what: str) -> dict[str, float]:
     median = {name: statistics.median(t) for name, t in times.items()}
     for name, value in median.items():
         runs = ", ".join(f"{t:.3f}" for t in times[name])
-        print(f"  {name:8s} {value:8.3f} s  (runs: {runs})")
-    for peer in ("skopeo", "podman"):
-        print(f"  ratio criolib / {peer:6s} {median['criolib'] / median[peer]:6.2f}")
+        print(f"  {name:11s} {value:8.3f} s  (runs: {runs})")
+    for ours in ("criolib", "criolib-cli"):
+        for peer in ("skopeo", "podman"):
+            print(f"  ratio {ours:11s} / {peer:6s} {median[ours] / median[peer]:6.2f}")
     return median
 
 

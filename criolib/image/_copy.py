@@ -31,6 +31,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -72,6 +73,7 @@ from criolib.image._transports._base import (
 )
 from criolib.image._transports._docker import DockerReference
 from criolib.image._transports._storage import StorageReference
+from criolib.image._transports._storage_dest import StorageImageDestination
 
 __all__ = ["DEFAULT_CONCURRENCY", "copy_image"]
 
@@ -152,9 +154,16 @@ def copy_image(
                                            top_digest if whole_index else manifest_digest(top)))
         destination = dest_ref.new_destination(dctx)
         stack.callback(destination.close)
-        pool = stack.enter_context(ThreadPoolExecutor(concurrency,
-                                                      thread_name_prefix="criolib-copy"))
-        copier = _Copier(source, destination, pool, Reporter(progress), preserve_digests)
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="criolib-copy")
+        # Not waited for: after a failure a download thread may still sit in a
+        # request the registry does not answer; its spool is closed and it writes
+        # nothing more, and the copy must not hang until it gives up.
+        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+        reporter = Reporter(progress)
+        stack.callback(reporter.flush)
+        copier = _Copier(source, destination, pool, reporter,
+                         preserve_digests=preserve_digests,
+                         spool_dir=dctx.spool_dir or _default_spool_dir(destination))
         if whole_index:
             result = copier.copy_index(top, top_type)
         else:
@@ -162,6 +171,23 @@ def copy_image(
             destination.put_manifest(result.manifest, result.media_type)
         destination.commit()
         return result
+
+
+def _default_spool_dir(dest: ImageDestination) -> Path | None:
+    """The store's staging directory for containers-storage, else ``None`` (the tempdir).
+
+    containers/image puts a pull's blobs under the store's graph root too
+    (``storage_dest.go`` ``directory``): the temp directory may be a small tmpfs.
+    """
+    if not isinstance(dest, StorageImageDestination):
+        return None
+    staging = Path(dest.store.graphroot) / "staging"
+    try:
+        staging.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        log.info("no spool directory in %s (%s); using the temp directory", staging, exc)
+        return None
+    return staging
 
 
 def _check_digest(data: bytes, digest: str, what: str) -> None:
@@ -215,7 +241,8 @@ class _Copier:
     """Copies manifests, configs and layers from one source to one destination."""
 
     def __init__(self, source: ImageSource, dest: ImageDestination, pool: ThreadPoolExecutor,
-                 report: Reporter, preserve_digests: bool) -> None:
+                 report: Reporter, *, preserve_digests: bool, spool_dir: Path | None) -> None:
+        self.spool_dir = spool_dir
         self.source = source
         self.dest = dest
         self.pool = pool
@@ -285,7 +312,8 @@ class _Copier:
         config = self._config(doc["config"], digest)
         diff_ids = _diff_ids(config)
         stats = copy_layers(self.source, self.dest, doc.get("layers") or [], diff_ids,
-                            pool=self.pool, report=self.report.for_image(digest))
+                            pool=self.pool, report=self.report.for_image(digest),
+                            spool_dir=self.spool_dir)
         return CopyResult(manifest_digest=manifest_digest(out), manifest=out,
                           media_type=out_type, config_digest=str(doc["config"]["digest"]),
                           layers_copied=stats.copied, layers_skipped=stats.skipped,

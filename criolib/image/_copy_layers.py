@@ -20,7 +20,7 @@ A failure anywhere cancels the other downloads and removes every spool.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +37,7 @@ from criolib.image._copy_types import (
     ProgressEvent,
     ProgressKind,
 )
+from criolib.image._errors import CopyCancelled
 from criolib.image._transports._base import ImageDestination, ImageSource
 
 __all__ = ["LayerStats", "Reporter", "copy_layers", "download"]
@@ -45,17 +46,22 @@ log = logging.getLogger("criolib.image")
 
 
 class Reporter:
-    """Sends :class:`ProgressEvent` to the caller's callback, one at a time."""
+    """Sends :class:`ProgressEvent` to the caller's callback, one at a time, in order.
+
+    Events are queued under a short lock; whichever thread finds nobody delivering
+    delivers the queue *outside* the lock. So a slow progress callback holds up at
+    most the one thread delivering, never the other downloads, which only append.
+    """
 
     def __init__(self, callback: ProgressCallback | None, image: str = "") -> None:
         self._callback = callback
-        self._lock = threading.Lock()
+        self._shared = _Queue()
         self.image = image
 
     def for_image(self, image: str) -> Reporter:
         """The same callback, events tagged with another manifest digest."""
         other = Reporter(self._callback, image)
-        other._lock = self._lock
+        other._shared = self._shared
         return other
 
     def __call__(self, kind: ProgressKind, descriptor: Mapping[str, Any], index: int | None,
@@ -66,11 +72,44 @@ class Reporter:
                               size=int(descriptor.get("size", -1)), offset=offset,
                               index=index, media_type=str(descriptor.get("mediaType", "")),
                               image=self.image)
+        self._shared.put(event, self._callback)
+
+    def flush(self) -> None:
+        """Return once every event so far reached the callback (before the copy returns)."""
+        self._shared.flush()
+
+
+class _Queue:
+    """Progress events waiting for delivery, and whether a thread is delivering them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._events: collections.deque[ProgressEvent] = collections.deque()
+        self._delivering = False
+
+    def put(self, event: ProgressEvent, callback: ProgressCallback) -> None:
         with self._lock:
+            self._events.append(event)
+            if self._delivering:
+                return  # the delivering thread will send it, in order
+            self._delivering = True
+        while True:
+            with self._lock:
+                if not self._events:
+                    self._delivering = False
+                    self._lock.notify_all()
+                    return
+                next_event = self._events.popleft()
             try:
-                self._callback(event)
+                callback(next_event)
             except Exception:  # a broken progress bar must not break the copy
-                log.exception("progress callback failed on %s", event)
+                log.exception("progress callback failed on %s", next_event)
+
+    def flush(self) -> None:
+        """Wait until every event queued so far was delivered."""
+        with self._lock:
+            while self._delivering or self._events:
+                self._lock.wait()
 
 
 @attrs.define
@@ -84,7 +123,8 @@ class LayerStats:
 
 def download(source: ImageSource, spool: Spool, descriptor: Mapping[str, Any],
              index: int | None, report: Reporter, *,
-             present: Callable[[], bool] | None = None) -> int:
+             present: Callable[[], bool] | None = None,
+             on_fail: Callable[[BaseException], None] | None = None) -> int:
     """Fill ``spool`` with the blob from ``source``; return the byte count.
 
     ``present`` is asked right before fetching: another copy (another process,
@@ -107,14 +147,20 @@ def download(source: ImageSource, spool: Spool, descriptor: Mapping[str, Any],
             return 0
     report("started", descriptor, index)
     try:
-        stream = source.get_blob(digest, int(descriptor.get("size", -1)))
+        try:
+            stream = source.get_blob(digest, int(descriptor.get("size", -1)))
+        except BaseException as exc:
+            spool.fail(exc)
+            raise
+        try:
+            return spool.fill(stream, lambda n: None if spool.cancelled else report(
+                "progress", descriptor, index, n))
+        finally:
+            stream.close()
     except BaseException as exc:
-        spool.fail(exc)
+        if on_fail is not None and not spool.cancelled:
+            on_fail(exc)
         raise
-    try:
-        return spool.fill(stream, lambda n: report("progress", descriptor, index, n))
-    finally:
-        stream.close()
 
 
 @attrs.define
@@ -138,6 +184,20 @@ class _Downloads:
         self.spool_dir = spool_dir
         self.spools: dict[str, Spool] = {}
         self.futures: dict[str, Future[int]] = {}
+        self.first_error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, error: BaseException) -> None:
+        """A download failed (in its thread): stop every other one now.
+
+        The copy then raises this first error, not the :class:`CopyCancelled` its
+        readers see (containers/image cancels the copy's context the same way).
+        """
+        with self._lock:
+            if self.first_error is None:
+                self.first_error = error
+        for spool in list(self.spools.values()):
+            spool.cancel()
 
     def start(self, job: _Job, *, recheck: bool = True) -> Spool:
         digest = str(job.descriptor["digest"])
@@ -152,23 +212,24 @@ class _Downloads:
             present = (lambda: check(job)) if check is not None and recheck else None
             self.futures[digest] = self.pool.submit(
                 download, self.source, spool, job.descriptor, job.index, self.report,
-                present=present)
+                present=present, on_fail=self.failed)
         return spool
 
     def bytes(self) -> int:
         return sum(s.written for s in self.spools.values())
 
     def close(self) -> None:
-        """Stop every download still running, wait for them, remove the files."""
+        """Stop every download still running and remove the files, without waiting.
+
+        A cancelled spool closes its blob stream, and a download thread stuck
+        before its first byte (a registry that does not answer) writes nothing
+        once it wakes: the spool refuses writes after :meth:`Spool.close`. So a
+        failed copy returns at once instead of after the slowest download.
+        """
         for spool in self.spools.values():
             spool.cancel()
         for future in self.futures.values():
             future.cancel()
-        for future in self.futures.values():
-            if not future.cancelled():
-                # Only waiting here: the copy reports the failure that stopped it.
-                with contextlib.suppress(BaseException):
-                    future.exception()
         for spool in self.spools.values():
             spool.close()
 
@@ -201,41 +262,53 @@ def copy_layers(source: ImageSource, dest: ImageDestination,
             return stack_dest.layer_present(job.descriptor, job.diff_id)
     downloads = _Downloads(source, pool, report, spool_dir, present)
     try:
-        for job in jobs:  # downloads start in manifest order: the first needed comes first
-            if not job.present:
-                downloads.start(job)
-        sent: set[str] = set()
-        for job in jobs:
-            digest = str(job.descriptor["digest"])
-            if job.present and stack:
-                assert isinstance(dest, LayerStackDestination)
-                if dest.reuse_layer(job.descriptor, job.diff_id):
-                    stats.skipped += 1
-                    report("skipped", job.descriptor, job.index)
-                    continue
-                log.info("layer %d (%s) went missing at the destination; copying it",
-                         job.index, digest)
-            elif job.present or (digest in sent and not stack):
-                stats.skipped += 1
-                report("skipped", job.descriptor, job.index)
-                continue
-            spool = downloads.start(job)
-            if present is not None and not job.present and (spool.skipped or present(job)):
-                # Stored meanwhile by another copy (another process): stack that one.
-                assert isinstance(dest, LayerStackDestination)
-                if dest.reuse_layer(job.descriptor, job.diff_id):
-                    stats.skipped += 1
-                    report("skipped", job.descriptor, job.index)
-                    continue
-                spool = downloads.start(job, recheck=False)
-            _commit(dest, spool, job)
-            sent.add(digest)
-            stats.copied += 1
-            report("done", job.descriptor, job.index)
+        _copy_in_order(dest, jobs, downloads, stats)
+    except CopyCancelled:
+        if downloads.first_error is not None:
+            raise downloads.first_error from None
+        raise
     finally:
         stats.bytes = downloads.bytes()
         downloads.close()
     return stats
+
+
+def _copy_in_order(dest: ImageDestination, jobs: Sequence[_Job], downloads: _Downloads,
+                   stats: LayerStats) -> None:
+    """Start the missing layers' downloads; hand every layer to ``dest`` in order."""
+    present, report = downloads.present, downloads.report
+    stack = isinstance(dest, LayerStackDestination)
+    for job in jobs:  # downloads start in manifest order: the first needed comes first
+        if not job.present:
+            downloads.start(job)
+    sent: set[str] = set()
+    for job in jobs:
+        digest = str(job.descriptor["digest"])
+        if job.present and stack:
+            assert isinstance(dest, LayerStackDestination)
+            if dest.reuse_layer(job.descriptor, job.diff_id):
+                stats.skipped += 1
+                report("skipped", job.descriptor, job.index)
+                continue
+            log.info("layer %d (%s) went missing at the destination; copying it",
+                     job.index, digest)
+        elif job.present or (digest in sent and not stack):
+            stats.skipped += 1
+            report("skipped", job.descriptor, job.index)
+            continue
+        spool = downloads.start(job)
+        if present is not None and not job.present and (spool.skipped or present(job)):
+            # Stored meanwhile by another copy (another process): stack that one.
+            assert isinstance(dest, LayerStackDestination)
+            if dest.reuse_layer(job.descriptor, job.diff_id):
+                stats.skipped += 1
+                report("skipped", job.descriptor, job.index)
+                continue
+            spool = downloads.start(job, recheck=False)
+        _commit(dest, spool, job)
+        sent.add(digest)
+        stats.copied += 1
+        report("done", job.descriptor, job.index)
 
 
 def _check_presence(dest: ImageDestination, jobs: Sequence[_Job], pool: ThreadPoolExecutor,

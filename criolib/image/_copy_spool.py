@@ -23,11 +23,11 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from criolib.image._errors import CopyCancelled, DigestMismatch, ImageError
 
-__all__ = ["Spool", "hasher_for", "read_verified"]
+__all__ = ["Cancellable", "Spool", "hasher_for", "read_verified"]
 
 CHUNK = 1 << 20
 
@@ -87,6 +87,7 @@ class Spool:
         self._error: BaseException | None = None
         self._cancelled = False
         self._skipped = False
+        self._stream: Cancellable | None = None
 
     @property
     def skipped(self) -> bool:
@@ -110,19 +111,30 @@ class Spool:
         return self._written
 
     def fill(self, stream: BinaryIO, on_bytes: Callable[[int], None] | None = None) -> int:
-        """Copy ``stream`` into the file, verifying it; return the byte count."""
+        """Copy ``stream`` into the file, verifying it; return the byte count.
+
+        A stream that can be cancelled (a registry blob) is cancelled by
+        :meth:`cancel` from another thread, so a failed copy need not wait for it.
+        """
         try:
-            while True:
+            with self._cond:
+                if isinstance(stream, Cancellable):
+                    self._stream = stream
                 if self._cancelled:
                     raise CopyCancelled(f"{self.what} {self.digest}: copy cancelled")
+            while True:
                 chunk = stream.read(CHUNK)
                 if not chunk:
                     break
                 self._hasher.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self._fd, view):]
+                # Written under the lock, after checking for cancel: close() may have
+                # closed the file (and its descriptor number be reused) meanwhile.
                 with self._cond:
+                    if self._cancelled:
+                        raise CopyCancelled(f"{self.what} {self.digest}: copy cancelled")
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(self._fd, view):]
                     self._written += len(chunk)
                     self._cond.notify_all()
                 if 0 <= self.size < self._written:
@@ -150,18 +162,21 @@ class Spool:
             self._cond.notify_all()
 
     def cancel(self) -> None:
-        """Make :meth:`fill` stop at its next chunk and readers fail."""
+        """Make :meth:`fill` stop at once (its stream is cancelled) and readers fail."""
         with self._cond:
             self._cancelled = True
             if not self._done:
                 self._error = self._error or CopyCancelled(
                     f"{self.what} {self.digest}: copy cancelled")
+            stream, self._stream = self._stream, None
             self._cond.notify_all()
+        if stream is not None:
+            stream.cancel()
 
     def wait(self) -> None:
-        """Block until the download ended; raise its error if it failed."""
+        """Block until the download ended or was cancelled; raise its error if any."""
         with self._cond:
-            while not self._done:
+            while not self._done and not self._cancelled:
                 self._cond.wait()
             self._raise_error()
 
@@ -194,9 +209,17 @@ class Spool:
         return io.BufferedReader(_SpoolReader(self), CHUNK)
 
     def close(self) -> None:
-        """Remove the file (readers fail after this)."""
+        """Remove the file (readers fail after this); a running :meth:`fill` stops."""
         self.cancel()
-        self._file.close()
+        with self._cond:
+            self._file.close()
+
+
+@runtime_checkable
+class Cancellable(Protocol):
+    """A stream another thread can stop (``BlobStream``): its reads then fail at once."""
+
+    def cancel(self) -> None: ...
 
 
 class _SpoolReader(io.RawIOBase):

@@ -26,6 +26,7 @@ import attrs
 import httpx
 
 from criolib.image._errors import (
+    CopyCancelled,
     DigestMismatch,
     InvalidResponse,
     RegistryError,
@@ -81,6 +82,7 @@ class _BlobRaw(io.RawIOBase):
         self._failed: BaseException | None = None
         self._since_progress = 0
         self._resume_start = 0
+        self._cancelled = False
         self._open(0)
 
     @property
@@ -155,9 +157,14 @@ class _BlobRaw(io.RawIOBase):
             self._failed = exc
             self._close_response()
             raise
+        except Exception as exc:
+            if self._cancelled:  # the response closed under a read: httpx says so its way
+                raise CopyCancelled(f"{self.name}: download cancelled") from exc
+            raise
 
     def _readinto(self, view: memoryview) -> int:
         while True:
+            self._check_cancelled()
             try:
                 chunk = self._next_chunk()
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
@@ -202,6 +209,7 @@ class _BlobRaw(io.RawIOBase):
                 f"{self._op.describe(self._session.host)}: {cause}; gave up after "
                 f"{self.resumes} resumes", host=self._session.host,
                 repository=self._op.repository, reference=self.digest, cause=cause) from exc
+        self._check_cancelled()  # no new request for a copy that gave up
         self._since_progress += 1
         self.resumes += 1
         self._resume_start = self.position
@@ -222,6 +230,17 @@ class _BlobRaw(io.RawIOBase):
             f"{self.name}: {why}; the blob is corrupt (or the registry sent the wrong one)",
             what=self.name, expected=self.digest, actual=actual, expected_size=self.size,
             actual_size=self.position)
+
+    def cancel(self) -> None:
+        """Stop from another thread: close the response; reads and resumes fail from now."""
+        self._cancelled = True
+        response = self._response
+        if response is not None:
+            response.close()
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled:
+            raise CopyCancelled(f"{self.name}: download cancelled")
 
     def _close_response(self) -> None:
         if self._response is not None:
@@ -279,6 +298,15 @@ class BlobStream(_Buffered):
     def verified(self) -> bool:
         """Whether every byte arrived and matched digest and size."""
         return self.raw.verified
+
+    def cancel(self) -> None:
+        """Stop the download from another thread (a copy that failed elsewhere).
+
+        Closes the response without taking the buffer's lock, which a blocked
+        ``read()`` holds; that read, and every later one, raises
+        :class:`~criolib.image.CopyCancelled`, and no resume is tried.
+        """
+        self.raw.cancel()
 
 
 def open_blob(session: Session, repository: str, digest: str, size: int,

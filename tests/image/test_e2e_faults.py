@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from criolib.errors import CriolibError
-from criolib.image import CopyResult, copy_image
+from criolib.image import CopyResult, DigestMismatch, copy_image
 from criolib.storage import Store
 from criolib.testing import RegistryServer, TestImage, TestImages, require_root
 from criolib.testing._faultproxy import FaultProxy
@@ -108,3 +109,27 @@ def test_a_fault_either_heals_or_leaves_nothing(
         assert store.images() == []
         assert store.layers() == []
         assert _index_entries(layout) == []
+
+
+@pytest.mark.parametrize("destination", ["containers-storage", "oci"])
+def test_a_failed_layer_fails_the_copy_without_waiting_for_a_stuck_one(
+        destination: str, criolib_registry: RegistryServer, criolib_test_images: TestImages,
+        store: Store, tmp_path: Path) -> None:
+    image = criolib_test_images["multilayer"]
+    layout = tmp_path / "layout"
+    dest = ("containers-storage:localhost/stuck:1" if destination == "containers-storage"
+            else f"oci:{layout}:stuck")
+    ctx = registry_ctx(tmp_path, store=store, retries=1, timeout=60.0)
+    with FaultProxy(criolib_registry.url) as proxy:
+        # The first layer's registry answers after 30 s; the last one is corrupt.
+        proxy.delay(30, path=f"/blobs/{image.layers[0].digest}$", times=None)
+        proxy.corrupt(10, path=_blob(image), times=None)
+        began = time.monotonic()
+        with pytest.raises(DigestMismatch, match=image.layers[-1].digest):
+            copy_image(f"docker://{proxy.host}/{image.reference}", dest,
+                       policy=write_policy(tmp_path), ctx=ctx)
+        took = time.monotonic() - began
+    assert took < 5, f"the copy took {took:.1f} s to fail"
+    assert store.images() == []
+    assert store.layers() == []
+    assert _index_entries(layout) == []

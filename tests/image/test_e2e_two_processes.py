@@ -59,7 +59,7 @@ def test_two_processes_pull_the_same_image_into_one_store(
     with FaultProxy(criolib_registry.url) as proxy:
         proxy.delay(0.3, path="/blobs/", times=None)  # keep both pulls in flight together
         source = f"docker://{proxy.host}/{image.reference}"
-        procs = [subprocess.Popen(  # noqa: S603 - our own interpreter and script
+        procs = [subprocess.Popen(
             [sys.executable, "-c", PULL, str(tmp_path / "store"), str(tmp_path / f"w{i}"),
              source, f"localhost/twice:{i}"],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

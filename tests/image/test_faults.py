@@ -16,6 +16,7 @@ import pytest
 
 from criolib.image._errors import (
     DigestMismatch,
+    RegistryError,
     RegistryUnavailable,
     TooManyRequests,
 )
@@ -106,9 +107,15 @@ def test_429_to_the_end_is_too_many_requests(proxy: FaultProxy, client: Registry
 def test_4xx_is_not_retried(proxy: FaultProxy, client: RegistryClient,
                             image: TestImage) -> None:
     proxy.status(400, path="/manifests/")
-    with pytest.raises(Exception) as info:
+    with pytest.raises(RegistryError) as info:
         client.get_manifest(image.repository, image.tag)
-    assert getattr(info.value, "status", None) == 400
+    # A 400 with code UNKNOWN has no more specific class; above all it is not a
+    # RegistryUnavailable (retries exhausted), which it would be if retried.
+    assert type(info.value) is RegistryError
+    assert info.value.status == 400
+    assert (info.value.host, info.value.repository, info.value.reference) == (
+        proxy.host, image.repository, image.tag)
+    assert f"{proxy.host}/{image.repository}:{image.tag}" in str(info.value)
     assert len(seen(proxy, "GET", "/manifests/")) == 1
 
 

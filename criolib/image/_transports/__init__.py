@@ -5,7 +5,8 @@ each transport registers under its name; a second, different transport under a
 taken name is an error (no silent replacement), and an unknown name raises
 :class:`UnknownTransport` listing the known ones. Third-party transports are found
 through the ``criolib.image.transports`` entry-point group, loaded the first time a
-name is not known.
+name is not known; one that fails to load is remembered, and asking for its name
+raises :class:`TransportError` naming the entry point and the load error.
 
 The local transports (``oci``, ``oci-archive``, ``docker-archive``, ``dir``) are
 registered when this package is imported; ``docker`` and ``containers-storage``
@@ -17,11 +18,16 @@ criolib.storage out of an ``oci:``-only program).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 import threading
-from importlib.metadata import entry_points
 
-from criolib.image._errors import DuplicateTransport, InvalidImageName, UnknownTransport
+from criolib.image._errors import (
+    DuplicateTransport,
+    InvalidImageName,
+    TransportError,
+    UnknownTransport,
+)
 from criolib.image._transports._base import (
     ImageDestination,
     ImageReference,
@@ -56,6 +62,8 @@ _BUILTIN_MODULES = {
 _REGISTRY: dict[str, Transport] = {}
 _LOCK = threading.Lock()
 _entry_points_loaded = False
+#: Entry points that failed to load: name -> (``module:attr``, the error).
+_BROKEN: dict[str, tuple[str, BaseException]] = {}
 
 
 def register_transport(transport: Transport) -> None:
@@ -81,12 +89,14 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             transport = ep.load()
-        except Exception:
+        except Exception as exc:
+            # Not fatal for other transports; raised when this one is asked for.
             log.warning("transport entry point %s (%s) failed to load", ep.name, ep.value,
                         exc_info=True)
+            _BROKEN[ep.name] = (ep.value, exc)
             continue
         if _REGISTRY.get(ep.name) is not transport:
             register_transport(transport)
@@ -113,6 +123,12 @@ def get_transport(name: str) -> Transport:
     if transport is None:
         _load_entry_points()
         transport = _REGISTRY.get(name)
+    if transport is None and name in _BROKEN:
+        value, error = _BROKEN[name]
+        raise TransportError(
+            f"transport {name!r}: entry point {name} = {value!r} of group "
+            f"{ENTRY_POINT_GROUP} failed to load: {type(error).__name__}: {error} "
+            "(fix or uninstall the package that declares it)") from error
     if transport is None and name in _BUILTIN_MODULES:
         raise UnknownTransport(f"transport {name!r}: {_BUILTIN_MODULES[name]} was imported "
                                "but did not register it")

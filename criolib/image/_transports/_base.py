@@ -125,7 +125,11 @@ class SystemContext:
     ``credentials`` passed in code win over ``auth_file``; ``insecure`` allows plain
     HTTP and unverified TLS; ``platform`` picks an instance of an index (default:
     this machine); ``store`` is the :class:`criolib.storage.Store` that
-    ``containers-storage:`` uses.
+    ``containers-storage:`` uses. ``spool_dir`` is where layers being downloaded
+    are kept while the destination takes them (default: for a containers-storage
+    destination its graph root's ``staging`` directory, on the same file system
+    as the layers; else the temp directory); the files are unnamed (O_TMPFILE)
+    and vanish with the copy.
     """
 
     registries_conf: RegistriesConf | None = None
@@ -136,3 +140,4 @@ class SystemContext:
     store: Store | None = None
     timeout: float = 60.0
     retries: int = 3
+    spool_dir: Path | None = None
