@@ -23,9 +23,10 @@ Register = Callable[[argparse.ArgumentParser], Handler]
 
 
 def _groups() -> dict[str, tuple[str, Register]]:
-    from criolib.cli import _image, _spec, _storage, _testbed
+    from criolib.cli import _cni, _image, _spec, _storage, _testbed
 
     return {
+        "cni": (_cni.HELP, _cni.register),
         "image": (_image.HELP, _image.register),
         "spec": (_spec.HELP, _spec.register),
         "storage": (_storage.HELP, _storage.register),

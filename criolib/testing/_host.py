@@ -32,7 +32,7 @@ CNI_PLUGIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni", "/usr/libexec/cni")
 _PACKAGES = {
     "runc": "runc", "crun": "crun", "conmon": "conmon", "docker-registry": "docker-registry",
     "skopeo": "skopeo", "umoci": "umoci", "podman": "podman", "ip": "iproute2",
-    "iptables": "iptables", "busybox": "busybox-static",
+    "iptables": "iptables", "ping": "iputils-ping", "busybox": "busybox-static",
 }
 
 

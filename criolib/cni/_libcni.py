@@ -1,0 +1,302 @@
+"""Running a network configuration list: the counterpart of libcni.
+
+CNI SPEC.md v1.1.0, section "Execution of Network Configurations": plugins of a
+list run in order for ADD and CHECK, in reverse for DEL; each gets the list's
+``name`` and ``cniVersion``, the previous plugin's result as ``prevResult``, and
+``runtimeConfig`` built from the capability arguments it declares
+(CONVENTIONS.md "Dynamic Plugin specific fields"). Results are cached in libcni's
+layout (see :mod:`criolib.cni._cache`) so DEL, CHECK and GC find them.
+
+Networks are :class:`~criolib.cni.NetworkConfigList` or the parsed JSON of a
+``.conflist`` (a single ``.conf`` is wrapped into a list of one, as libcni's
+``ConfListFromConf``); results are returned as parsed JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from criolib.cni._cache import CachedAttachment, ResultCache
+from criolib.cni._config import NetworkConfigList
+from criolib.cni._errors import CNIError, ConfigError, PluginError
+from criolib.cni._invoke import PluginExecutor, RawExecutor, build_env
+
+__all__ = ["CNI", "DEFAULT_PLUGIN_DIRS", "Network", "RuntimeConf"]
+
+log = logging.getLogger("criolib.cni")
+
+DEFAULT_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+#: What VERSION asks with: plugins answer with every version they support.
+_VERSION_QUERY = "1.0.0"
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in v.split("."))
+    except ValueError:
+        return (0,)
+
+
+def _pairs(args: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in args)
+
+
+@attrs.frozen
+class RuntimeConf:
+    """The per-attachment parameters (libcni ``RuntimeConf``).
+
+    ``args`` become ``CNI_ARGS`` (``K=V;K=V``, CONVENTIONS.md "CNI_ARGS"; CRI-O
+    passes ``IgnoreUnknown=1``, ``K8S_POD_NAMESPACE``, ``K8S_POD_NAME``,
+    ``K8S_POD_INFRA_CONTAINER_ID``, ``K8S_POD_UID``); ``capability_args`` feed
+    ``runtimeConfig`` (``portMappings``, ``bandwidth``, ``ipRanges``, ``dns``, ``mac``...).
+    """
+
+    container_id: str
+    netns: str
+    ifname: str = "eth0"
+    args: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    capability_args: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def cni_args(self) -> str:
+        """The ``CNI_ARGS`` value."""
+        return ";".join(f"{k}={v}" for k, v in self.args)
+
+
+@attrs.frozen
+class _Net:
+    name: str
+    version: str
+    plugins: list[dict[str, Any]]
+    disable_check: bool
+    disable_gc: bool
+    raw: bytes
+
+
+#: A network: loaded by :mod:`criolib.cni._config`, or the parsed JSON of a file.
+Network = NetworkConfigList | Mapping[str, Any]
+
+
+def _as_net(net: Network) -> _Net:
+    if isinstance(net, NetworkConfigList):
+        return _Net(name=net.name, version=net.cni_version, plugins=list(net.plugins),
+                    disable_check=net.disable_check, disable_gc=net.disable_gc,
+                    raw=net.to_json())
+    doc = dict(net)
+    if "plugins" not in doc and "type" in doc:  # a single .conf
+        doc = {"cniVersion": doc.get("cniVersion", ""), "name": doc.get("name", ""),
+               "plugins": [doc]}
+    plugins = doc.get("plugins")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("network configuration list has no name")
+    if not isinstance(plugins, list) or not plugins or not all(
+            isinstance(p, dict) and isinstance(p.get("type"), str) for p in plugins):
+        raise ConfigError(f"network {name!r}: 'plugins' must be a non-empty list of objects "
+                       "with a 'type'")
+    return _Net(name=name, version=str(doc.get("cniVersion", "")),
+                plugins=plugins, disable_check=bool(doc.get("disableCheck", False)),
+                disable_gc=bool(doc.get("disableGC", False)),
+                raw=json.dumps(net).encode())
+
+
+class CNI:
+    """Runs network configuration lists against plugins on disk (libcni ``CNIConfig``).
+
+    ``executor`` finds and runs plugins (a :class:`PluginExecutor`; tests swap it);
+    ``timeout`` bounds each plugin call in seconds.
+    """
+
+    def __init__(
+        self,
+        plugin_dirs: Sequence[str | os.PathLike[str]] = DEFAULT_PLUGIN_DIRS,
+        cache_dir: str | os.PathLike[str] = Path("/var/lib/cni"),
+        executor: PluginExecutor | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.plugin_dirs = tuple(os.fspath(d) for d in plugin_dirs)
+        self.cache = ResultCache(Path(cache_dir))
+        self.executor: PluginExecutor = executor or RawExecutor()
+        self.timeout = timeout
+
+    # -- one plugin -------------------------------------------------------------
+
+    def _stdin(self, net: _Net, plugin: Mapping[str, Any], rt: RuntimeConf | None,
+               prev: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None) -> bytes:
+        """SPEC.md "Deriving execution configuration from plugin configuration"."""
+        conf = dict(plugin)
+        conf["name"] = net.name
+        conf["cniVersion"] = net.version
+        if prev is not None:
+            conf["prevResult"] = dict(prev)
+        if rt is not None:
+            caps = plugin.get("capabilities") or {}
+            runtime = {k: v for k, v in rt.capability_args.items() if caps.get(k) is True}
+            if runtime:
+                conf["runtimeConfig"] = runtime
+        if extra:
+            conf.update(extra)
+        return json.dumps(conf).encode()
+
+    def _call(self, command: str, net: _Net, plugin: Mapping[str, Any],
+              rt: RuntimeConf | None, prev: Mapping[str, Any] | None, *,
+              extra: Mapping[str, Any] | None = None) -> bytes:
+        ptype = str(plugin["type"])
+        path = self.executor.find_plugin(ptype, self.plugin_dirs)
+        env = build_env(command, path=self.plugin_dirs) if rt is None else build_env(
+            command, container_id=rt.container_id, netns=rt.netns, ifname=rt.ifname,
+            args=rt.cni_args(), path=self.plugin_dirs)
+        what = f"CNI plugin {ptype} ({command}) of network {net.name}"
+        return self.executor.exec_plugin(path, env, self._stdin(net, plugin, rt, prev, extra),
+                                         timeout=self.timeout, what=what)
+
+    # -- ADD / DEL / CHECK ------------------------------------------------------
+
+    def add_network_list(self, net: Network, rt: RuntimeConf) -> dict[str, Any]:
+        """ADD the attachment: run the plugins in order, chaining ``prevResult``.
+
+        SPEC.md "Attachment (ADD)". When plugin *k* fails, plugins *k*..0 get a
+        best-effort DEL (so nothing leaks) and the error is raised. The final
+        result is cached and returned.
+        """
+        n = _as_net(net)
+        result: dict[str, Any] | None = None
+        for k, plugin in enumerate(n.plugins):
+            try:
+                out = self._call("ADD", n, plugin, rt, result)
+                parsed = json.loads(out) if out.strip() else None
+            except (CNIError, ValueError) as exc:
+                self._rollback(n, rt, k, result)
+                if isinstance(exc, ValueError):
+                    raise CNIError(f"CNI plugin {plugin['type']} of network {n.name} "
+                                   f"returned an unparsable result: {exc}") from exc
+                raise
+            if isinstance(parsed, dict):
+                result = parsed
+        final = result or {"cniVersion": n.version}
+        self.cache.put(CachedAttachment(
+            network=n.name, container_id=rt.container_id, ifname=rt.ifname, config=n.raw,
+            netns=rt.netns, cni_args=rt.args, capability_args=dict(rt.capability_args),
+            result=final))
+        return final
+
+    def _rollback(self, n: _Net, rt: RuntimeConf, k: int,
+                  prev: Mapping[str, Any] | None) -> None:
+        for plugin in reversed(n.plugins[: k + 1]):
+            try:
+                self._call("DEL", n, plugin, rt, prev)
+            except CNIError as exc:
+                log.warning("rollback of network %s: %s", n.name, exc)
+
+    def del_network_list(self, net: Network, rt: RuntimeConf,
+                         prev_result: Mapping[str, Any] | None = None) -> None:
+        """DEL the attachment: the plugins in reverse, with the cached result.
+
+        SPEC.md "Detachment (DEL)": idempotent; the cached capability arguments are
+        used when ``rt`` has none. A DEL for an unknown attachment or
+        after the namespace is gone succeeds (a vanished ``netns`` is passed as
+        empty, which the spec allows for DEL). Every plugin is tried; the first
+        error is raised after that and the cache entry is kept for a retry.
+        """
+        n = _as_net(net)
+        cached = self.cache.get(n.name, rt.container_id, rt.ifname)
+        if prev_result is None and cached is not None:
+            prev_result = cached.result
+        if cached is not None and not rt.capability_args and cached.capability_args:
+            # portmap and bandwidth only clean up what runtimeConfig names
+            rt = attrs.evolve(rt, capability_args=dict(cached.capability_args))
+        if rt.netns and not os.path.exists(rt.netns):
+            rt = attrs.evolve(rt, netns="")
+        if _version_tuple(n.version) < (0, 4, 0):
+            prev_result = None
+        first: CNIError | None = None
+        for plugin in reversed(n.plugins):
+            try:
+                self._call("DEL", n, plugin, rt, prev_result)
+            except CNIError as exc:
+                log.warning("DEL of network %s: %s", n.name, exc)
+                first = first or exc
+        if first is not None:
+            raise first
+        self.cache.remove(n.name, rt.container_id, rt.ifname)
+
+    def check_network_list(self, net: Network, rt: RuntimeConf) -> None:
+        """CHECK the attachment against its cached result (SPEC.md "Check").
+
+        Skipped for ``disableCheck`` lists and versions before 0.4.0; with no
+        cached result it is an error, as in libcni.
+        """
+        n = _as_net(net)
+        if n.disable_check or _version_tuple(n.version) < (0, 4, 0):
+            return
+        cached = self.cache.get(n.name, rt.container_id, rt.ifname)
+        if cached is None or cached.result is None:
+            raise CNIError(f"network {n.name}: no cached result for container "
+                           f"{rt.container_id} interface {rt.ifname}; was it added?")
+        for plugin in n.plugins:
+            self._call("CHECK", n, plugin, rt, cached.result)
+
+    # -- STATUS / GC / VERSION --------------------------------------------------
+
+    def status(self, net: Network) -> None:
+        """STATUS of every plugin (SPEC.md "Status", 1.1.0); older lists are skipped."""
+        n = _as_net(net)
+        if _version_tuple(n.version) < (1, 1, 0):
+            return
+        for plugin in n.plugins:
+            self._call("STATUS", n, plugin, None, None)
+
+    def gc(self, net: Network,
+           valid_attachments: Iterable[tuple[str, str]]) -> None:
+        """Garbage-collect attachments of ``net`` not in ``valid_attachments``.
+
+        ``valid_attachments`` are ``(container_id, ifname)`` pairs. Cached entries
+        outside it get a DEL (with the cached runtime parameters); then, for 1.1.0
+        lists without ``disableGC``, every plugin gets GC with
+        ``cni.dev/valid-attachments`` (SPEC.md "Garbage Collection").
+        """
+        n = _as_net(net)
+        valid = {(c, i) for c, i in valid_attachments}
+        first: CNIError | None = None
+        for entry in list(self.cache.entries(n.name)):
+            if (entry.container_id, entry.ifname) in valid:
+                continue
+            rt = RuntimeConf(entry.container_id, entry.netns, entry.ifname,
+                             entry.cni_args, dict(entry.capability_args))
+            try:
+                self.del_network_list(net, rt)
+            except CNIError as exc:
+                first = first or exc
+        if not n.disable_gc and _version_tuple(n.version) >= (1, 1, 0):
+            extra = {"cni.dev/valid-attachments": [
+                {"containerID": c, "ifname": i} for c, i in sorted(valid)]}
+            for plugin in n.plugins:
+                try:
+                    self._call("GC", n, plugin, None, None, extra=extra)
+                except CNIError as exc:
+                    first = first or exc
+        if first is not None:
+            raise first
+
+    def version(self, plugin_type: str) -> dict[str, Any]:
+        """The plugin's VERSION answer (SPEC.md "Version"): ``supportedVersions``..."""
+        path = self.executor.find_plugin(plugin_type, self.plugin_dirs)
+        out = self.executor.exec_plugin(
+            path, build_env("VERSION", path=self.plugin_dirs),
+            json.dumps({"cniVersion": _VERSION_QUERY}).encode(),
+            timeout=self.timeout, what=f"CNI plugin {plugin_type} (VERSION)")
+        try:
+            doc = json.loads(out)
+        except ValueError as exc:
+            raise PluginError(f"CNI plugin {plugin_type} (VERSION) printed no JSON: {exc}",
+                              code=999, msg=str(exc)) from exc
+        if not isinstance(doc, dict):
+            raise PluginError(f"CNI plugin {plugin_type} (VERSION) printed {doc!r}",
+                              code=999, msg="not an object")
+        return doc

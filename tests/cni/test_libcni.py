@@ -1,0 +1,397 @@
+"""Running network lists (SPEC.md "Execution of Network Configurations").
+
+The first half drives :class:`CNI` with a recording executor; the second with the
+real reference plugins (root): bridge + host-local + portmap + firewall + tuning.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shlex
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from criolib.cni import CNI, PluginError, RuntimeConf
+from criolib.testing import require_binaries, require_cni_plugins, require_root
+
+
+@attrs.define
+class Recorder:
+    """A fake PluginExecutor: records calls, fails a chosen plugin type."""
+
+    fail: str | None = None
+    calls: list[tuple[str, str, dict[str, Any], dict[str, str]]] = attrs.field(factory=list)
+
+    def find_plugin(self, plugin_type: str, dirs: Sequence[str | os.PathLike[str]]) -> Path:
+        return Path("/fake") / plugin_type
+
+    def exec_plugin(
+        self, path: Path, env: Mapping[str, str], stdin: bytes, *, timeout: float, what: str
+    ) -> bytes:
+        conf = json.loads(stdin)
+        self.calls.append((env["CNI_COMMAND"], path.name, conf, dict(env)))
+        if path.name == self.fail and env["CNI_COMMAND"] == "ADD":
+            raise PluginError(f"{what} failed", code=11, msg="nope")
+        if env["CNI_COMMAND"] != "ADD":
+            return b""
+        prev = conf.get("prevResult", {"cniVersion": conf["cniVersion"], "ips": []})
+        prev = dict(prev, ips=[*prev.get("ips", []), {"address": f"{path.name}/32"}])
+        return json.dumps(prev).encode()
+
+
+NET = {
+    "cniVersion": "1.0.0",
+    "name": "n1",
+    "plugins": [
+        {"type": "a"},
+        {"type": "b", "capabilities": {"portMappings": True}},
+        {"type": "c"},
+    ],
+}
+RT = RuntimeConf(
+    "ctr1",
+    "/proc/self/ns/net",
+    "eth0",
+    args=[("IgnoreUnknown", "1"), ("K8S_POD_NAME", "p")],
+    capability_args={"portMappings": [{"hostPort": 1}], "mac": "x"},
+)
+
+
+def test_add_chains_prev_result_and_runtime_config(tmp_path: Path) -> None:
+    rec = Recorder()
+    result = CNI(cache_dir=tmp_path, executor=rec).add_network_list(NET, RT)
+    assert [c[1] for c in rec.calls] == ["a", "b", "c"]
+    assert [ip["address"] for ip in result["ips"]] == ["a/32", "b/32", "c/32"]
+    a, b, c = (call[2] for call in rec.calls)
+    assert "prevResult" not in a and b["prevResult"]["ips"] == [{"address": "a/32"}]
+    assert b["runtimeConfig"] == {"portMappings": [{"hostPort": 1}]}
+    assert "runtimeConfig" not in a and "runtimeConfig" not in c
+    assert all(call[2]["name"] == "n1" and call[2]["cniVersion"] == "1.0.0" for call in rec.calls)
+    assert rec.calls[0][3]["CNI_ARGS"] == "IgnoreUnknown=1;K8S_POD_NAME=p"
+    cached = json.loads((tmp_path / "results" / "n1-ctr1-eth0").read_bytes())
+    assert cached["kind"] == "cniCacheV1" and cached["result"] == result
+    assert json.loads(base64.b64decode(cached["config"])) == NET
+    assert (cached["containerId"], cached["ifName"], cached["networkName"]) == (
+        "ctr1",
+        "eth0",
+        "n1",
+    )
+    assert cached["cniArgs"] == [["IgnoreUnknown", "1"], ["K8S_POD_NAME", "p"]]
+
+
+def test_failed_add_rolls_back_in_reverse(tmp_path: Path) -> None:
+    rec = Recorder(fail="c")
+    with pytest.raises(PluginError):
+        CNI(cache_dir=tmp_path, executor=rec).add_network_list(NET, RT)
+    assert [(c[0], c[1]) for c in rec.calls] == [
+        ("ADD", "a"),
+        ("ADD", "b"),
+        ("ADD", "c"),
+        ("DEL", "c"),
+        ("DEL", "b"),
+        ("DEL", "a"),
+    ]
+    assert not (tmp_path / "results" / "n1-ctr1-eth0").exists()
+
+
+def test_del_uses_cache_reverse_and_removes_it(tmp_path: Path) -> None:
+    rec = Recorder()
+    cni = CNI(cache_dir=tmp_path, executor=rec)
+    result = cni.add_network_list(NET, RT)
+    rec.calls.clear()
+    cni.del_network_list(NET, RT)
+    assert [c[1] for c in rec.calls] == ["c", "b", "a"]
+    assert all(c[2]["prevResult"] == result for c in rec.calls)
+    assert not (tmp_path / "results" / "n1-ctr1-eth0").exists()
+    rec.calls.clear()
+    cni.del_network_list(NET, attrs.evolve(RT, netns="/nonexistent/netns"))
+    assert all("prevResult" not in c[2] and c[3]["CNI_NETNS"] == "" for c in rec.calls)
+
+
+def test_check_needs_cache_and_honours_disable_check(tmp_path: Path) -> None:
+    rec = Recorder()
+    cni = CNI(cache_dir=tmp_path, executor=rec)
+    with pytest.raises(Exception, match="no cached result"):
+        cni.check_network_list(NET, RT)
+    cni.check_network_list(dict(NET, disableCheck=True), RT)
+    cni.add_network_list(NET, RT)
+    rec.calls.clear()
+    cni.check_network_list(NET, RT)
+    assert [(c[0], c[1]) for c in rec.calls] == [("CHECK", "a"), ("CHECK", "b"), ("CHECK", "c")]
+
+
+def test_gc_deletes_stale_and_passes_valid_attachments(tmp_path: Path) -> None:
+    rec = Recorder()
+    cni = CNI(cache_dir=tmp_path, executor=rec)
+    net = dict(NET, cniVersion="1.1.0")
+    cni.add_network_list(net, RT)
+    cni.add_network_list(net, attrs.evolve(RT, container_id="ctr2"))
+    rec.calls.clear()
+    cni.gc(net, [("ctr2", "eth0")])
+    dels = [c for c in rec.calls if c[0] == "DEL"]
+    assert {c[3]["CNI_CONTAINERID"] for c in dels} == {"ctr1"}
+    gcs = [c for c in rec.calls if c[0] == "GC"]
+    assert [c[1] for c in gcs] == ["a", "b", "c"]
+    assert gcs[0][2]["cni.dev/valid-attachments"] == [{"containerID": "ctr2", "ifname": "eth0"}]
+    assert set(gcs[0][3]) == {"CNI_COMMAND", "CNI_PATH", "PATH"}
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["n1-ctr2-eth0"]
+
+
+def test_status_only_for_1_1_0(tmp_path: Path) -> None:
+    rec = Recorder()
+    cni = CNI(cache_dir=tmp_path, executor=rec)
+    cni.status(NET)
+    assert rec.calls == []
+    cni.status(dict(NET, cniVersion="1.1.0"))
+    assert [c[0] for c in rec.calls] == ["STATUS"] * 3
+
+
+def test_single_conf_is_a_list_of_one(tmp_path: Path) -> None:
+    rec = Recorder()
+    CNI(cache_dir=tmp_path, executor=rec).add_network_list(
+        {"cniVersion": "1.0.0", "name": "single", "type": "a"}, RT
+    )
+    assert [c[1] for c in rec.calls] == ["a"]
+
+
+# -- the real plugins ---------------------------------------------------------------
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    return subprocess.run(argv, check=check, capture_output=True, text=True).stdout
+
+
+@attrs.define
+class Bed:
+    """One test network: its conflist, bridge, subnet, plugin and data dirs."""
+
+    tag: str
+    net: dict[str, Any]
+    bridge: str
+    prefix: str
+    ipam_dir: Path
+    cni: CNI
+    plugin_dir: Path
+    netns: list[str] = attrs.field(factory=list)
+
+    def make_netns(self) -> tuple[str, str]:
+        name = f"crl-{self.tag}-{len(self.netns)}"
+        sh("ip", "netns", "add", name)
+        self.netns.append(name)
+        return name, f"/var/run/netns/{name}"
+
+    def host_state(self) -> tuple[list[str], list[str], list[str]]:
+        links = sorted(
+            line.split(":")[1].strip().split("@")[0] for line in sh("ip", "-o", "link").splitlines()
+        )
+        rules = sorted(
+            line
+            for line in sh("iptables-save").splitlines()
+            if self.net["name"] in line or self.prefix in line
+        )
+        files = sorted(
+            p.name
+            for p in self.ipam_dir.rglob("*")
+            if p.is_file() and p.name not in {"lock", "last_reserved_ip.0"}
+        )
+        return links, rules, files
+
+
+def _chains() -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    table = ""
+    for line in sh("iptables-save").splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+            out[table] = set()
+        elif line.startswith(":"):
+            out[table].add(line[1:].split()[0])
+    return out
+
+
+def _drop_new_chains(before: dict[str, set[str]]) -> None:
+    """Remove chains the plugins created during the test, and the jumps into them."""
+    rules = sh("iptables-save").splitlines()
+    for table, chains in _chains().items():
+        new = chains - before.get(table, set())
+        if not new:
+            continue
+        current = ""
+        for line in rules:
+            if line.startswith("*"):
+                current = line[1:]
+            elif current == table and line.startswith("-A "):
+                words = shlex.split(line)
+                if "-j" in words and words[words.index("-j") + 1] in new:
+                    sh("iptables", "-t", table, "-D", *words[1:], check=False)
+        for chain in new:
+            sh("iptables", "-t", table, "-F", chain, check=False)
+        for chain in new:
+            sh("iptables", "-t", table, "-X", chain, check=False)
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> Iterator[Bed]:
+    require_root()
+    plugin_dir = require_cni_plugins(
+        "bridge", "host-local", "loopback", "portmap", "firewall", "tuning"
+    )
+    tag = secrets.token_hex(3)
+    forward = Path("/proc/sys/net/ipv4/ip_forward")
+    saved_forward = forward.read_text()
+    chains = _chains()
+    third = 1 + secrets.randbelow(250)
+    prefix = f"10.250.{third}."
+    ipam_dir = tmp_path / "ipam"
+    net = {
+        "cniVersion": "1.0.0",
+        "name": f"crltest-{tag}",
+        "plugins": [
+            {"type": "loopback"},
+            {
+                "type": "bridge",
+                "bridge": f"cni-crl{tag}",
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(ipam_dir),
+                    "ranges": [[{"subnet": f"{prefix}0/24"}]],
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "firewall", "backend": "iptables"},
+            {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
+        ],
+    }
+    b = Bed(
+        tag=tag,
+        net=net,
+        bridge=f"cni-crl{tag}",
+        prefix=prefix,
+        ipam_dir=ipam_dir,
+        cni=CNI([plugin_dir], cache_dir=tmp_path / "cache"),
+        plugin_dir=plugin_dir,
+    )
+    try:
+        yield b
+    finally:
+        for name in b.netns:
+            sh("ip", "netns", "del", name, check=False)
+        sh("ip", "link", "del", b.bridge, check=False)
+        _drop_new_chains(chains)
+        forward.write_text(saved_forward)
+
+
+def test_two_pods_get_addresses_and_ping(bed: Bed) -> None:
+    require_binaries("ping")  # Debian package iputils-ping
+    before = bed.host_state()
+    (na, pa), (nb, pb) = bed.make_netns(), bed.make_netns()
+    ra = bed.cni.add_network_list(bed.net, RuntimeConf("ca", pa, "eth0"))
+    rb = bed.cni.add_network_list(
+        bed.net,
+        RuntimeConf(
+            "cb",
+            pb,
+            "eth0",
+            capability_args={
+                "portMappings": [
+                    {
+                        "hostPort": 38000 + secrets.randbelow(1000),
+                        "containerPort": 80,
+                        "protocol": "tcp",
+                    }
+                ]
+            },
+        ),
+    )
+    ip_a = ra["ips"][0]["address"].split("/")[0]
+    ip_b = rb["ips"][0]["address"].split("/")[0]
+    assert ip_a.startswith(bed.prefix) and ip_b.startswith(bed.prefix)
+    sh("ip", "netns", "exec", na, "ping", "-c1", "-W1", ip_b)
+    sh("ip", "netns", "exec", nb, "ping", "-c1", "-W1", ip_a)
+    bed.cni.check_network_list(bed.net, RuntimeConf("ca", pa, "eth0"))
+    assert (bed.cni.cache.path(bed.net["name"], "ca", "eth0")).exists()
+    bed.cni.del_network_list(bed.net, RuntimeConf("ca", pa, "eth0"))
+    bed.cni.del_network_list(bed.net, RuntimeConf("cb", pb, "eth0"))
+    after = bed.host_state()
+    assert after[0] in (before[0], sorted([*before[0], bed.bridge]))
+    assert after[1:] == before[1:]
+    assert not list(bed.cni.cache.dir.iterdir())
+
+
+def test_del_is_idempotent(bed: Bed) -> None:
+    name, path = bed.make_netns()
+    rt = RuntimeConf("c1", path, "eth0")
+    bed.cni.add_network_list(bed.net, rt)
+    bed.cni.del_network_list(bed.net, rt)
+    bed.cni.del_network_list(bed.net, rt)
+    bed.cni.del_network_list(bed.net, RuntimeConf("never-added", path, "eth0"))
+    bed.cni.add_network_list(bed.net, rt)
+    sh("ip", "netns", "del", name)
+    bed.cni.del_network_list(bed.net, rt)
+    assert bed.host_state()[2] == []
+    assert not list(bed.cni.cache.dir.iterdir())
+
+
+def test_failing_third_plugin_leaves_nothing(bed: Bed, tmp_path: Path) -> None:
+    fail_dir = tmp_path / "plugins"
+    fail_dir.mkdir()
+    script = fail_dir / "crlfail"
+    script.write_text(
+        '#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = ADD ] || exit 0\n'
+        'echo \'{"cniVersion":"1.0.0","code":11,"msg":"refused","details":"x"}\''
+        "\nexit 1\n"
+    )
+    script.chmod(0o755)
+    net = dict(bed.net, plugins=[*bed.net["plugins"][:2], {"type": "crlfail"}])
+    cni = CNI([fail_dir, bed.plugin_dir], cache_dir=bed.cni.cache.dir.parent)
+    before = bed.host_state()
+    _, path = bed.make_netns()
+    with pytest.raises(PluginError, match="refused") as info:
+        cni.add_network_list(net, RuntimeConf("c1", path, "eth0"))
+    assert info.value.code == 11
+    after = bed.host_state()
+    assert [n for n in after[0] if n.startswith("veth")] == [
+        n for n in before[0] if n.startswith("veth")
+    ]
+    assert after[1:] == before[1:]
+    assert not cni.cache.path(net["name"], "c1", "eth0").exists()
+
+
+def test_twenty_cycles_leave_nothing(bed: Bed) -> None:
+    _, path = bed.make_netns()
+    rt = RuntimeConf(
+        "cycle",
+        path,
+        "eth0",
+        capability_args={
+            "portMappings": [
+                {
+                    "hostPort": 39000 + secrets.randbelow(1000),
+                    "containerPort": 80,
+                    "protocol": "tcp",
+                }
+            ]
+        },
+    )
+    bed.cni.add_network_list(bed.net, rt)
+    bed.cni.del_network_list(bed.net, rt)
+    before = bed.host_state()  # the bridge exists now
+    for _ in range(20):
+        bed.cni.add_network_list(bed.net, rt)
+        bed.cni.del_network_list(bed.net, rt)
+    assert bed.host_state() == before
+
+
+def test_version_of_a_real_plugin(bed: Bed) -> None:
+    doc = bed.cni.version("bridge")
+    assert "1.0.0" in doc["supportedVersions"]
