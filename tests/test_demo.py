@@ -71,3 +71,21 @@ def test_pull_image_example() -> None:
     assert lines[1].startswith("stored image ") and "/testbed/multilayer:latest" in lines[1]
     assert lines[2] == "second pull: 0 layers copied, 3 skipped"
     assert lines[3].endswith("['blobs', 'index.json', 'oci-layout']")
+
+
+@pytest.mark.integration
+def test_pod_network_example_pings_between_pods() -> None:
+    from criolib.testing import require_cni_plugins, require_root
+
+    require_root()
+    require_binaries("ping")
+    require_cni_plugins("bridge", "host-local", "loopback")
+    example = Path(__file__).parent.parent / "examples" / "pod_network.py"
+    proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("pod a: 10.251.0.") and lines[1].startswith("pod b: 10.251.0.")
+    assert " 1 received" in lines[2]
+    assert lines[3].endswith("ping worked")
+    assert proc.stderr == ""

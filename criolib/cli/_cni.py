@@ -145,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     rt = _runtime_conf(args)
     if args.verb == "add":
         result = cni.add_network_list(net, rt)
-        print(json.dumps(result, indent=None if args.json else 2))
+        print(json.dumps(result.to_dict(), indent=None if args.json else 2))
     elif args.verb == "check":
         cni.check_network_list(net, rt)
     else:

@@ -5,14 +5,20 @@ one JSON file per attachment at ``<cache_dir>/results/<network>-<container>-<ifn
 holding ``kind``, ``containerId``, ``config`` (base64 of the network list
 bytes), ``ifName``, ``networkName``, ``netns``, ``cniArgs``, ``capabilityArgs``
 and ``result``. CRI-O, cnitool and criolib can read each other's entries.
+
+:meth:`ResultCache.lock` serialises the processes working on one attachment
+with an ``flock`` on ``<cache_dir>/locks/<network>-<container>-<ifname>`` (a
+criolib addition: libcni leaves locking to its caller).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,10 +90,40 @@ class ResultCache:
 
     def __init__(self, cache_dir: Path) -> None:
         self.dir = Path(cache_dir) / "results"
+        self.lock_dir = Path(cache_dir) / "locks"
 
     def path(self, network: str, container_id: str, ifname: str) -> Path:
         """Where the entry of one attachment lives (libcni's ``getCacheFilePath``)."""
         return self.dir / f"{network}-{container_id}-{ifname}"
+
+    @contextlib.contextmanager
+    def lock(self, network: str, container_id: str, ifname: str, *,
+             remove: bool = False) -> Iterator[None]:
+        """Hold the attachment's exclusive lock; ``remove`` drops its file on success.
+
+        The lock file is checked after locking (same inode as the path) so a
+        process that waited on a file another one removed starts again on the new one.
+        """
+        self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.lock_dir / f"{network}-{container_id}-{ifname}"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    current = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                held = os.fstat(fd)
+                if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
+                    continue
+                yield
+                if remove:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                return
+            finally:
+                os.close(fd)
 
     def get(self, network: str, container_id: str, ifname: str) -> CachedAttachment | None:
         """The entry, or ``None`` when absent or unreadable (logged)."""

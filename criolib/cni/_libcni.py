@@ -9,7 +9,8 @@ layout (see :mod:`criolib.cni._cache`) so DEL, CHECK and GC find them.
 
 Networks are :class:`~criolib.cni.NetworkConfigList` or the parsed JSON of a
 ``.conflist`` (a single ``.conf`` is wrapped into a list of one, as libcni's
-``ConfListFromConf``); results are returned as parsed JSON.
+``ConfListFromConf``). ADD returns a :class:`~criolib.cni.Result` in the list's
+``cniVersion``; the cache keeps the last plugin's JSON as it was printed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from criolib.cni._cache import CachedAttachment, ResultCache
 from criolib.cni._config import NetworkConfigList
 from criolib.cni._errors import CNIError, ConfigError, PluginError
 from criolib.cni._invoke import PluginExecutor, RawExecutor, build_env
+from criolib.cni._result import Result, parse_result
 
 __all__ = ["CNI", "DEFAULT_PLUGIN_DIRS", "Network", "RuntimeConf"]
 
@@ -110,7 +112,9 @@ class CNI:
     """Runs network configuration lists against plugins on disk (libcni ``CNIConfig``).
 
     ``executor`` finds and runs plugins (a :class:`PluginExecutor`; tests swap it);
-    ``timeout`` bounds each plugin call in seconds.
+    ``timeout`` bounds each plugin call in seconds. ADD, CHECK and DEL of one
+    attachment hold its lock in the cache dir (:meth:`ResultCache.lock`), so
+    processes sharing that dir run them one at a time.
     """
 
     def __init__(
@@ -158,33 +162,45 @@ class CNI:
 
     # -- ADD / DEL / CHECK ------------------------------------------------------
 
-    def add_network_list(self, net: Network, rt: RuntimeConf) -> dict[str, Any]:
+    def add_network_list(self, net: Network, rt: RuntimeConf) -> Result:
         """ADD the attachment: run the plugins in order, chaining ``prevResult``.
 
-        SPEC.md "Attachment (ADD)". When plugin *k* fails, plugins *k*..0 get a
-        best-effort DEL (so nothing leaks) and the error is raised. The final
-        result is cached and returned.
+        SPEC.md "Attachment (ADD)". When plugin *k* fails, or the last result is
+        not a valid success result, plugins *k*..0 get a best-effort DEL (so
+        nothing leaks) and the error is raised. The last plugin's result is
+        cached as printed and returned parsed, converted to the list's
+        ``cniVersion`` (libcni's ``convertResult``).
         """
         n = _as_net(net)
+        with self.cache.lock(n.name, rt.container_id, rt.ifname):
+            return self._add(n, rt)
+
+    def _add(self, n: _Net, rt: RuntimeConf) -> Result:
         result: dict[str, Any] | None = None
+        last = len(n.plugins) - 1
+        parsed_result = Result(cni_version=n.version)
         for k, plugin in enumerate(n.plugins):
             try:
                 out = self._call("ADD", n, plugin, rt, result)
                 parsed = json.loads(out) if out.strip() else None
+                if isinstance(parsed, dict):
+                    result = parsed
+                if k == last and result is not None:
+                    parsed_result = parse_result(result)
+                    if parsed_result.cni_version != n.version:
+                        parsed_result = parsed_result.to_version(n.version)
             except (CNIError, ValueError) as exc:
                 self._rollback(n, rt, k, result)
-                if isinstance(exc, ValueError):
+                if not isinstance(exc, CNIError):
                     raise CNIError(f"CNI plugin {plugin['type']} of network {n.name} "
                                    f"returned an unparsable result: {exc}") from exc
                 raise
-            if isinstance(parsed, dict):
-                result = parsed
         final = result or {"cniVersion": n.version}
         self.cache.put(CachedAttachment(
             network=n.name, container_id=rt.container_id, ifname=rt.ifname, config=n.raw,
             netns=rt.netns, cni_args=rt.args, capability_args=dict(rt.capability_args),
             result=final))
-        return final
+        return parsed_result
 
     def _rollback(self, n: _Net, rt: RuntimeConf, k: int,
                   prev: Mapping[str, Any] | None) -> None:
@@ -205,6 +221,10 @@ class CNI:
         error is raised after that and the cache entry is kept for a retry.
         """
         n = _as_net(net)
+        with self.cache.lock(n.name, rt.container_id, rt.ifname, remove=True):
+            self._del(n, rt, prev_result)
+
+    def _del(self, n: _Net, rt: RuntimeConf, prev_result: Mapping[str, Any] | None) -> None:
         cached = self.cache.get(n.name, rt.container_id, rt.ifname)
         if prev_result is None and cached is not None:
             prev_result = cached.result
@@ -235,12 +255,13 @@ class CNI:
         n = _as_net(net)
         if n.disable_check or _version_tuple(n.version) < (0, 4, 0):
             return
-        cached = self.cache.get(n.name, rt.container_id, rt.ifname)
-        if cached is None or cached.result is None:
-            raise CNIError(f"network {n.name}: no cached result for container "
-                           f"{rt.container_id} interface {rt.ifname}; was it added?")
-        for plugin in n.plugins:
-            self._call("CHECK", n, plugin, rt, cached.result)
+        with self.cache.lock(n.name, rt.container_id, rt.ifname):
+            cached = self.cache.get(n.name, rt.container_id, rt.ifname)
+            if cached is None or cached.result is None:
+                raise CNIError(f"network {n.name}: no cached result for container "
+                               f"{rt.container_id} interface {rt.ifname}; was it added?")
+            for plugin in n.plugins:
+                self._call("CHECK", n, plugin, rt, cached.result)
 
     # -- STATUS / GC / VERSION --------------------------------------------------
 

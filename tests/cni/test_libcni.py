@@ -12,6 +12,7 @@ import os
 import secrets
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,13 @@ from typing import Any
 import attrs
 import pytest
 
-from criolib.cni import CNI, PluginError, RuntimeConf
+from criolib.cni import CNI, PluginError, Result, ResultError, RuntimeConf
 from criolib.testing import require_binaries, require_cni_plugins, require_root
+
+
+def _addr(plugin_type: str) -> str:
+    """The address the fake plugin ``plugin_type`` adds to the result."""
+    return f"10.0.0.{ord(plugin_type[0])}/32"
 
 
 @attrs.define
@@ -43,7 +49,7 @@ class Recorder:
         if env["CNI_COMMAND"] != "ADD":
             return b""
         prev = conf.get("prevResult", {"cniVersion": conf["cniVersion"], "ips": []})
-        prev = dict(prev, ips=[*prev.get("ips", []), {"address": f"{path.name}/32"}])
+        prev = dict(prev, ips=[*prev.get("ips", []), {"address": _addr(path.name)}])
         return json.dumps(prev).encode()
 
 
@@ -69,15 +75,16 @@ def test_add_chains_prev_result_and_runtime_config(tmp_path: Path) -> None:
     rec = Recorder()
     result = CNI(cache_dir=tmp_path, executor=rec).add_network_list(NET, RT)
     assert [c[1] for c in rec.calls] == ["a", "b", "c"]
-    assert [ip["address"] for ip in result["ips"]] == ["a/32", "b/32", "c/32"]
+    assert isinstance(result, Result) and result.cni_version == "1.0.0"
+    assert [ip.address for ip in result.ips] == [_addr("a"), _addr("b"), _addr("c")]
     a, b, c = (call[2] for call in rec.calls)
-    assert "prevResult" not in a and b["prevResult"]["ips"] == [{"address": "a/32"}]
+    assert "prevResult" not in a and b["prevResult"]["ips"] == [{"address": _addr("a")}]
     assert b["runtimeConfig"] == {"portMappings": [{"hostPort": 1}]}
     assert "runtimeConfig" not in a and "runtimeConfig" not in c
     assert all(call[2]["name"] == "n1" and call[2]["cniVersion"] == "1.0.0" for call in rec.calls)
     assert rec.calls[0][3]["CNI_ARGS"] == "IgnoreUnknown=1;K8S_POD_NAME=p"
     cached = json.loads((tmp_path / "results" / "n1-ctr1-eth0").read_bytes())
-    assert cached["kind"] == "cniCacheV1" and cached["result"] == result
+    assert cached["kind"] == "cniCacheV1" and cached["result"] == result.to_dict()
     assert json.loads(base64.b64decode(cached["config"])) == NET
     assert (cached["containerId"], cached["ifName"], cached["networkName"]) == (
         "ctr1",
@@ -109,7 +116,7 @@ def test_del_uses_cache_reverse_and_removes_it(tmp_path: Path) -> None:
     rec.calls.clear()
     cni.del_network_list(NET, RT)
     assert [c[1] for c in rec.calls] == ["c", "b", "a"]
-    assert all(c[2]["prevResult"] == result for c in rec.calls)
+    assert all(c[2]["prevResult"] == result.to_dict() for c in rec.calls)
     assert not (tmp_path / "results" / "n1-ctr1-eth0").exists()
     rec.calls.clear()
     cni.del_network_list(NET, attrs.evolve(RT, netns="/nonexistent/netns"))
@@ -160,6 +167,79 @@ def test_single_conf_is_a_list_of_one(tmp_path: Path) -> None:
         {"cniVersion": "1.0.0", "name": "single", "type": "a"}, RT
     )
     assert [c[1] for c in rec.calls] == ["a"]
+
+
+@attrs.define
+class Printer(Recorder):
+    """A fake executor whose last plugin prints a fixed document."""
+
+    printed: dict[str, Any] = attrs.field(factory=dict)
+
+    def exec_plugin(
+        self, path: Path, env: Mapping[str, str], stdin: bytes, *, timeout: float, what: str
+    ) -> bytes:
+        out = super().exec_plugin(path, env, stdin, timeout=timeout, what=what)
+        if path.name == "c" and env["CNI_COMMAND"] == "ADD":
+            return json.dumps(self.printed).encode()
+        return out
+
+
+def test_add_converts_the_result_to_the_list_version(tmp_path: Path) -> None:
+    printed = {"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "10.1.0.2/24"}]}
+    result = CNI(cache_dir=tmp_path, executor=Printer(printed=printed)).add_network_list(NET, RT)
+    assert result.cni_version == "1.0.0" and result.ips[0].address == "10.1.0.2/24"
+    assert result.to_dict() == {"cniVersion": "1.0.0", "ips": [{"address": "10.1.0.2/24"}]}
+    cached = json.loads((tmp_path / "results" / "n1-ctr1-eth0").read_bytes())
+    assert cached["result"] == printed  # the cache keeps what the plugin printed
+
+
+def test_add_with_an_invalid_result_rolls_back(tmp_path: Path) -> None:
+    rec = Printer(printed={"cniVersion": "1.0.0", "ips": [{"address": "not-an-ip"}]})
+    with pytest.raises(ResultError, match="not-an-ip"):
+        CNI(cache_dir=tmp_path, executor=rec).add_network_list(NET, RT)
+    assert [(c[0], c[1]) for c in rec.calls][3:] == [("DEL", "c"), ("DEL", "b"), ("DEL", "a")]
+    assert not (tmp_path / "results" / "n1-ctr1-eth0").exists()
+
+
+SLOW_PLUGIN = """#!/bin/sh
+cat >/dev/null
+echo "start $CNI_COMMAND $$" >>"$LOG"
+sleep 0.3
+echo "end $CNI_COMMAND $$" >>"$LOG"
+[ "$CNI_COMMAND" = ADD ] && echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.2/24"}]}'
+exit 0
+"""
+
+WORKER = """
+import sys
+from pathlib import Path
+from criolib.cni import CNI, RuntimeConf
+plugins, cache, verb = sys.argv[1:]
+cni = CNI([plugins], cache_dir=cache)
+net = {"cniVersion": "1.0.0", "name": "locked", "plugins": [{"type": "slow"}]}
+rt = RuntimeConf("ctr", "/proc/self/ns/net", "eth0")
+cni.add_network_list(net, rt) if verb == "add" else cni.del_network_list(net, rt)
+"""
+
+
+def test_two_processes_on_one_attachment_take_turns(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    log = tmp_path / "log"
+    # plugins get an explicit environment, so the log path is written into the script
+    (plugins / "slow").write_text(SLOW_PLUGIN.replace('"$LOG"', shlex.quote(str(log))))
+    (plugins / "slow").chmod(0o755)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(plugins), str(tmp_path / "c"), verb])
+        for verb in ("add", "del", "add", "del")
+    ]
+    assert [p.wait(timeout=30) for p in procs] == [0, 0, 0, 0]
+    lines = log.read_text().split("\n")[:-1]
+    assert len(lines) == 8
+    for start, end in zip(lines[::2], lines[1::2], strict=True):
+        assert start.replace("start", "end") == end, lines
+    if lines[-1].startswith("end DEL"):  # a successful DEL drops the lock file
+        assert not list((tmp_path / "c" / "locks").iterdir())
 
 
 # -- the real plugins ---------------------------------------------------------------
@@ -313,8 +393,8 @@ def test_two_pods_get_addresses_and_ping(bed: Bed) -> None:
             },
         ),
     )
-    ip_a = ra["ips"][0]["address"].split("/")[0]
-    ip_b = rb["ips"][0]["address"].split("/")[0]
+    ip_a = ra.ips[0].address.split("/")[0]
+    ip_b = rb.ips[0].address.split("/")[0]
     assert ip_a.startswith(bed.prefix) and ip_b.startswith(bed.prefix)
     sh("ip", "netns", "exec", na, "ping", "-c1", "-W1", ip_b)
     sh("ip", "netns", "exec", nb, "ping", "-c1", "-W1", ip_a)
