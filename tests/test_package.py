@@ -181,3 +181,16 @@ def test_unknown_subcommand_fails_cleanly() -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+def test_cli_groups_load_lazily_and_their_help_matches() -> None:
+    from criolib.cli import GROUPS
+
+    for name, (module, help_text) in GROUPS.items():
+        assert help_text == importlib.import_module(module).HELP, name
+    code = ("import sys, criolib.cli as c; c.build_parser(['--help']); "
+            "print(sorted(m for m in sys.modules if m.startswith('criolib.') and "
+            "m.split('.')[1] in ('image', 'storage', 'runtime_spec', 'cni')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -8,6 +8,7 @@ Groups arrive with their packages; ``testbed`` drives :mod:`criolib.testing`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -17,24 +18,36 @@ from criolib.errors import CriolibError
 
 __all__ = ["main"]
 
-#: group name -> (help, function adding its arguments; returns the handler)
 Handler = Callable[[argparse.Namespace], int]
 Register = Callable[[argparse.ArgumentParser], Handler]
 
+#: group name -> (module, one-line help). The module (and with it its package, which
+#: may cost a quarter of a second of imports) is loaded only when its group runs;
+#: tests/test_package.py checks each help line against the module's HELP.
+GROUPS: dict[str, tuple[str, str]] = {
+    "cni": ("criolib.cli._cni", "attach network namespaces to CNI networks (like cnitool)"),
+    "image": ("criolib.cli._image",
+              "copy, inspect, pull and push images (like skopeo and podman)"),
+    "spec": ("criolib.cli._spec", "generate, validate and run OCI runtime configs (config.json)"),
+    "storage": ("criolib.cli._storage",
+                "look after layers, images and containers on disk (like containers-storage)"),
+    "testbed": ("criolib.cli._testbed",
+                "build the test bed's images and serve them from a local registry"),
+}
 
-def _groups() -> dict[str, tuple[str, Register]]:
-    from criolib.cli import _cni, _image, _spec, _storage, _testbed
 
-    return {
-        "cni": (_cni.HELP, _cni.register),
-        "image": (_image.HELP, _image.register),
-        "spec": (_spec.HELP, _spec.register),
-        "storage": (_storage.HELP, _storage.register),
-        "testbed": (_testbed.HELP, _testbed.register),
-    }
+def _register(name: str) -> Register:
+    register: Register = importlib.import_module(GROUPS[name][0]).register
+    return register
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_group(argv: Sequence[str]) -> str | None:
+    """The group named on the command line (the first word that is one), if any."""
+    return next((a for a in argv if a in GROUPS), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the group named in ``argv`` (all, when ``argv`` is None) is loaded."""
     parser = argparse.ArgumentParser(
         prog="criolib",
         description="CRI-O's machinery as a Python library: specs, storage, images, "
@@ -45,16 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["debug", "info", "warning", "error"],
                         help="what the library logs to stderr (default: %(default)s)")
     sub = parser.add_subparsers(dest="group", metavar="COMMAND")
-    for name, (help_text, register) in _groups().items():
+    chosen = None if argv is None else _chosen_group(argv)
+    for name, (_, help_text) in GROUPS.items():
         group = sub.add_parser(name, help=help_text, description=help_text)
-        group.set_defaults(handler=register(group))
+        if argv is None or name == chosen:
+            group.set_defaults(handler=_register(name)(group))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     logging.basicConfig(level=args.log_level.upper(), format="%(name)s: %(message)s")
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
