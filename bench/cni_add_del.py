@@ -192,11 +192,23 @@ def main() -> int:
     print(
         f"  ratio criolib / direct (medians): {med['criolib'] / med['direct']:.3f}  (target < 1.10)"
     )
+    return verdict(med["criolib"] / med["direct"], leftovers)
+
+
+#: The ratio criolib / direct (medians) the benchmark must stay under.
+TARGET_RATIO = 1.10
+
+
+def verdict(ratio: float, leftovers: list[Path]) -> int:
+    """The exit status: 1 when the ratio misses the target or cache entries leaked."""
+    status = 0
+    if ratio >= TARGET_RATIO:
+        print(f"  FAIL: ratio {ratio:.3f} >= {TARGET_RATIO}")
+        status = 1
     if leftovers:
         print(f"  warning: cache entries left: {leftovers}")
-        return 1
-    return 0
-
+        status = 1
+    return status
 
 if __name__ == "__main__":
     sys.exit(main())

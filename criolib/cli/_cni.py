@@ -21,6 +21,7 @@ from typing import Any
 from criolib.cni import (
     CNI,
     DEFAULT_PLUGIN_DIRS,
+    CNIError,
     ConfigError,
     NetworkConfigList,
     RuntimeConf,
@@ -91,6 +92,9 @@ def _network(args: argparse.Namespace) -> NetworkConfigList:
 
 def _runtime_conf(args: argparse.Namespace) -> RuntimeConf:
     netns = os.path.abspath(args.netns)
+    if args.verb != "del" and not os.path.exists(netns):
+        # DEL tolerates a vanished namespace (SPEC.md "DEL"); ADD and CHECK cannot
+        raise CNIError(f"network namespace {netns} does not exist")
     container_id = args.container_id or (
         "cnitool-" + hashlib.sha512(netns.encode()).hexdigest()[:20])
     pairs: list[tuple[str, str]] = []
@@ -142,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         valid = [(c, i or "eth0") for c, _, i in (v.partition("/") for v in args.valid)]
         cni.gc(net, valid)
         return 0
-    rt = _runtime_conf(args)
+    rt = _runtime_conf(args)  # before any plugin runs: bad input fails cleanly
     if args.verb == "add":
         result = cni.add_network_list(net, rt)
         print(json.dumps(result.to_dict(), indent=None if args.json else 2))

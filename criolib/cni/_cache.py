@@ -101,6 +101,9 @@ class ResultCache:
              remove: bool = False) -> Iterator[None]:
         """Hold the attachment's exclusive lock; ``remove`` drops its file on success.
 
+        The file is also dropped whenever the attachment has no cache entry when
+        the lock is released (a failed ADD, a DEL or CHECK of an unknown one).
+
         The lock file is checked after locking (same inode as the path) so a
         process that waited on a file another one removed starts again on the new one.
         """
@@ -117,10 +120,16 @@ class ResultCache:
                 held = os.fstat(fd)
                 if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
                     continue
-                yield
-                if remove:
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+                ok = False
+                try:
+                    yield
+                    ok = True
+                finally:
+                    # no lock file outlives its attachment: a failed ADD or a DEL
+                    # of an unknown attachment leaves none behind
+                    if (remove and ok) or not self.path(network, container_id, ifname).exists():
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
                 return
             finally:
                 os.close(fd)

@@ -25,8 +25,8 @@ from typing import Any
 import attrs
 
 from criolib.cni._cache import CachedAttachment, ResultCache
-from criolib.cni._config import NetworkConfigList
-from criolib.cni._errors import CNIError, ConfigError, PluginError
+from criolib.cni._config import NetworkConfigList, load_conf_bytes
+from criolib.cni._errors import CNIError, PluginError, ResultError
 from criolib.cni._invoke import PluginExecutor, RawExecutor, build_env
 from criolib.cni._result import Result, parse_result
 
@@ -70,6 +70,23 @@ class RuntimeConf:
         """The ``CNI_ARGS`` value."""
         return ";".join(f"{k}={v}" for k, v in self.args)
 
+    @classmethod
+    def for_pod(cls, container_id: str, netns: str, *, pod_namespace: str, pod_name: str,
+                pod_uid: str = "", ifname: str = "eth0",
+                capability_args: Mapping[str, Any] | None = None) -> RuntimeConf:
+        """The attachment of a Kubernetes pod, with the ``CNI_ARGS`` CRI-O passes.
+
+        ``IgnoreUnknown=1;K8S_POD_NAMESPACE=..;K8S_POD_NAME=..;
+        K8S_POD_INFRA_CONTAINER_ID=<sandbox id>;K8S_POD_UID=..`` (cri-o
+        internal/ocicni; CONVENTIONS.md "CNI_ARGS"): plugins that do not know a key
+        must ignore it.
+        """
+        args = [("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", pod_namespace),
+                ("K8S_POD_NAME", pod_name), ("K8S_POD_INFRA_CONTAINER_ID", container_id)]
+        args.append(("K8S_POD_UID", pod_uid))  # always, even empty, as CRI-O
+        return cls(container_id, netns, ifname, args=tuple(args),
+                   capability_args=dict(capability_args or {}))
+
 
 @attrs.frozen
 class _Net:
@@ -86,26 +103,14 @@ Network = NetworkConfigList | Mapping[str, Any]
 
 
 def _as_net(net: Network) -> _Net:
-    if isinstance(net, NetworkConfigList):
-        return _Net(name=net.name, version=net.cni_version, plugins=list(net.plugins),
-                    disable_check=net.disable_check, disable_gc=net.disable_gc,
-                    raw=net.to_json())
-    doc = dict(net)
-    if "plugins" not in doc and "type" in doc:  # a single .conf
-        doc = {"cniVersion": doc.get("cniVersion", ""), "name": doc.get("name", ""),
-               "plugins": [doc]}
-    plugins = doc.get("plugins")
-    name = doc.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError("network configuration list has no name")
-    if not isinstance(plugins, list) or not plugins or not all(
-            isinstance(p, dict) and isinstance(p.get("type"), str) for p in plugins):
-        raise ConfigError(f"network {name!r}: 'plugins' must be a non-empty list of objects "
-                       "with a 'type'")
-    return _Net(name=name, version=str(doc.get("cniVersion", "")),
-                plugins=plugins, disable_check=bool(doc.get("disableCheck", False)),
-                disable_gc=bool(doc.get("disableGC", False)),
-                raw=json.dumps(net).encode())
+    if not isinstance(net, NetworkConfigList):
+        # parsed JSON gets the same validation and version choice as a file
+        doc = dict(net)
+        single = "plugins" not in doc and "type" in doc
+        net = load_conf_bytes(json.dumps(doc), single=single, path=Path("<dict>"))
+    return _Net(name=net.name, version=net.cni_version, plugins=list(net.plugins),
+                disable_check=net.disable_check, disable_gc=net.disable_gc,
+                raw=net.to_json())
 
 
 class CNI:
@@ -190,25 +195,34 @@ class CNI:
                     if parsed_result.cni_version != n.version:
                         parsed_result = parsed_result.to_version(n.version)
             except (CNIError, ValueError) as exc:
-                self._rollback(n, rt, k, result)
+                # cache first, so a DEL or GC can finish what the rollback cannot
+                self._put(n, rt, result)
+                if self._rollback(n, rt, k, result):
+                    self.cache.remove(n.name, rt.container_id, rt.ifname)
                 if not isinstance(exc, CNIError):
-                    raise CNIError(f"CNI plugin {plugin['type']} of network {n.name} "
-                                   f"returned an unparsable result: {exc}") from exc
+                    raise ResultError(f"CNI plugin {plugin['type']} of network {n.name} "
+                                      f"returned an unparsable result: {exc}") from exc
                 raise
-        final = result or {"cniVersion": n.version}
+        self._put(n, rt, result)
+        return parsed_result
+
+    def _put(self, n: _Net, rt: RuntimeConf, result: Mapping[str, Any] | None) -> None:
         self.cache.put(CachedAttachment(
             network=n.name, container_id=rt.container_id, ifname=rt.ifname, config=n.raw,
             netns=rt.netns, cni_args=rt.args, capability_args=dict(rt.capability_args),
-            result=final))
-        return parsed_result
+            result=dict(result) if result is not None else {"cniVersion": n.version}))
 
     def _rollback(self, n: _Net, rt: RuntimeConf, k: int,
-                  prev: Mapping[str, Any] | None) -> None:
+                  prev: Mapping[str, Any] | None) -> bool:
+        """Best-effort DEL of plugins *k*..0; whether every DEL succeeded."""
+        ok = True
         for plugin in reversed(n.plugins[: k + 1]):
             try:
                 self._call("DEL", n, plugin, rt, prev)
             except CNIError as exc:
                 log.warning("rollback of network %s: %s", n.name, exc)
+                ok = False
+        return ok
 
     def del_network_list(self, net: Network, rt: RuntimeConf,
                          prev_result: Mapping[str, Any] | None = None) -> None:
@@ -260,8 +274,14 @@ class CNI:
             if cached is None or cached.result is None:
                 raise CNIError(f"network {n.name}: no cached result for container "
                                f"{rt.container_id} interface {rt.ifname}; was it added?")
+            try:
+                prev = parse_result(cached.result).to_dict(n.version)
+            except ValueError as exc:
+                raise ResultError(f"network {n.name}: cached result of container "
+                                  f"{rt.container_id} interface {rt.ifname} does not "
+                                  f"convert to {n.version}: {exc}") from exc
             for plugin in n.plugins:
-                self._call("CHECK", n, plugin, rt, cached.result)
+                self._call("CHECK", n, plugin, rt, prev)
 
     # -- STATUS / GC / VERSION --------------------------------------------------
 
@@ -291,7 +311,15 @@ class CNI:
             rt = RuntimeConf(entry.container_id, entry.netns, entry.ifname,
                              entry.cni_args, dict(entry.capability_args))
             try:
-                self.del_network_list(net, rt)
+                # the configuration the attachment was added with (as libcni)
+                stale: Network = net
+                if entry.config:
+                    try:
+                        stale = load_conf_bytes(entry.config, path=Path("<cache>"))
+                    except CNIError as exc:
+                        log.warning("GC of network %s: cached config unusable, using "
+                                    "the current one: %s", n.name, exc)
+                self.del_network_list(stale, rt)
             except CNIError as exc:
                 first = first or exc
         if not n.disable_gc and _version_tuple(n.version) >= (1, 1, 0):

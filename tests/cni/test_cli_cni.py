@@ -37,6 +37,26 @@ def test_unknown_network_is_an_error(tmp_path: Path,
     assert "no network 'nosuch'" in capsys.readouterr().err
 
 
+def test_bad_input_is_a_one_line_error(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "10-a.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "a", "plugins": [{"type": "bridge"}]}))
+    base = ["cni", "--conf-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    cases = [
+        (["add", "a", str(tmp_path / "no-such-netns")], "does not exist"),
+        (["check", "a", str(tmp_path / "no-such-netns")], "does not exist"),
+        (["add", "a", "/proc/self/ns/net", "--cap-args", "{nope"], "--cap-args is not JSON"),
+        (["add", "a", "/proc/self/ns/net", "--cap-args", "[1]"], "must be a JSON object"),
+        (["add", "nosuch", "/proc/self/ns/net"], "no network 'nosuch'"),
+    ]
+    for argv, message in cases:
+        assert main([*base, *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("criolib: error: ") and message in err, (argv, err)
+        assert err.count("\n") == 1, err
+    assert not (tmp_path / "cache" / "results").exists()  # no plugin ran
+
+
 def test_add_check_del_with_real_plugins(bed: Bed, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     conf_dir = tmp_path / "net.d"

@@ -148,6 +148,22 @@ def test_watcher_reloads_on_change(tmp_path: Path) -> None:
     assert watcher.networks().networks == {}
 
 
+def test_watcher_polls_new_files_and_fixed_bad_ones(tmp_path: Path) -> None:
+    write(tmp_path / "10-a.conflist", conflist("a"))
+    bad = tmp_path / "20-b.conflist"
+    bad.write_text("{")
+    watcher = NetworkWatcher(tmp_path)
+    first = watcher.networks()
+    assert list(first.networks) == ["a"] and list(first.errors) == [bad]
+    write(tmp_path / "30-c.conflist", conflist("c"))  # added after the first load
+    assert sorted(watcher.networks().networks) == ["a", "c"]
+    write(bad, conflist("b"))  # the bad file gets fixed
+    st_ = bad.stat()
+    os.utime(bad, ns=(st_.st_atime_ns, st_.st_mtime_ns + 1_000_000_000))
+    fixed = watcher.networks()
+    assert sorted(fixed.networks) == ["a", "b", "c"] and fixed.errors == {}
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
     lambda kids: (

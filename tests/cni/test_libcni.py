@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import pytest
 
-from criolib.cni import CNI, PluginError, Result, ResultError, RuntimeConf
+from criolib.cni import CNI, CNIError, ConfigError, PluginError, Result, ResultError, RuntimeConf
 from criolib.testing import require_binaries, require_cni_plugins, require_root
 
 
@@ -107,6 +107,7 @@ def test_failed_add_rolls_back_in_reverse(tmp_path: Path) -> None:
         ("DEL", "a"),
     ]
     assert not (tmp_path / "results" / "n1-ctr1-eth0").exists()
+    assert list((tmp_path / "locks").iterdir()) == []
 
 
 def test_del_uses_cache_reverse_and_removes_it(tmp_path: Path) -> None:
@@ -261,6 +262,7 @@ class Bed:
     cni: CNI
     plugin_dir: Path
     netns: list[str] = attrs.field(factory=list)
+    seen: set[str] = attrs.field(factory=set)
 
     def make_netns(self) -> tuple[str, str]:
         name = f"crl-{self.tag}-{len(self.netns)}"
@@ -268,10 +270,20 @@ class Bed:
         self.netns.append(name)
         return name, f"/var/run/netns/{name}"
 
+    def note_links(self) -> None:
+        """Remember the links attached to the test's bridge now (its veths)."""
+        out = sh("ip", "-o", "link", "show", "master", self.bridge, check=False)
+        self.seen.update(_link_names(out))
+
     def host_state(self) -> tuple[list[str], list[str], list[str]]:
-        links = sorted(
-            line.split(":")[1].strip().split("@")[0] for line in sh("ip", "-o", "link").splitlines()
-        )
+        """The test's own host state: its bridge and veths, rules and IPAM files.
+
+        Other links, rules and files on the host are not looked at, so whatever
+        else runs there cannot make the comparison fail.
+        """
+        self.note_links()
+        links = sorted(n for n in _link_names(sh("ip", "-o", "link"))
+                       if n == self.bridge or n in self.seen)
         rules = sorted(
             line
             for line in sh("iptables-save").splitlines()
@@ -283,6 +295,11 @@ class Bed:
             if p.is_file() and p.name not in {"lock", "last_reserved_ip.0"}
         )
         return links, rules, files
+
+
+def _link_names(ip_o_link: str) -> list[str]:
+    return [line.split(":")[1].strip().split("@")[0] for line in ip_o_link.splitlines()
+            if line.count(":") >= 2]
 
 
 def _chains() -> dict[str, set[str]]:
@@ -398,6 +415,8 @@ def test_two_pods_get_addresses_and_ping(bed: Bed) -> None:
     assert ip_a.startswith(bed.prefix) and ip_b.startswith(bed.prefix)
     sh("ip", "netns", "exec", na, "ping", "-c1", "-W1", ip_b)
     sh("ip", "netns", "exec", nb, "ping", "-c1", "-W1", ip_a)
+    assert _tcp_roundtrip(server_ns=nb, client_ns=na, ip=ip_b) == b"pong"
+    assert _tcp_roundtrip(server_ns=na, client_ns=nb, ip=ip_a) == b"pong"
     bed.cni.check_network_list(bed.net, RuntimeConf("ca", pa, "eth0"))
     assert (bed.cni.cache.path(bed.net["name"], "ca", "eth0")).exists()
     bed.cni.del_network_list(bed.net, RuntimeConf("ca", pa, "eth0"))
@@ -445,6 +464,7 @@ def test_failing_third_plugin_leaves_nothing(bed: Bed, tmp_path: Path) -> None:
     ]
     assert after[1:] == before[1:]
     assert not cni.cache.path(net["name"], "c1", "eth0").exists()
+    assert list(cni.cache.lock_dir.iterdir()) == []
 
 
 def test_twenty_cycles_leave_nothing(bed: Bed) -> None:
@@ -468,10 +488,193 @@ def test_twenty_cycles_leave_nothing(bed: Bed) -> None:
     before = bed.host_state()  # the bridge exists now
     for _ in range(20):
         bed.cni.add_network_list(bed.net, rt)
+        bed.note_links()
         bed.cni.del_network_list(bed.net, rt)
+    assert bed.seen  # the veths were seen on the bridge, and are gone now
     assert bed.host_state() == before
+    assert list(bed.cni.cache.lock_dir.iterdir()) == []
 
 
 def test_version_of_a_real_plugin(bed: Bed) -> None:
     doc = bed.cni.version("bridge")
     assert "1.0.0" in doc["supportedVersions"]
+
+
+_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
+print("ready", flush=True)
+s.settimeout(10); c, _ = s.accept(); c.recv(16); c.sendall(b"pong"); c.close()
+"""
+_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+c.sendall(b"ping"); sys.stdout.buffer.write(c.recv(16))
+"""
+
+
+def _tcp_roundtrip(*, server_ns: str, client_ns: str, ip: str) -> bytes:
+    """A TCP connection from inside ``client_ns`` to a server inside ``server_ns``."""
+    import subprocess
+    import sys
+
+    port = str(20000 + secrets.randbelow(10000))
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c", _SERVER,
+                               ip, port], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == b"ready"
+        out = subprocess.run(["ip", "netns", "exec", client_ns, sys.executable, "-c", _CLIENT,
+                              ip, port], capture_output=True, timeout=15, check=True).stdout
+        assert server.wait(15) == 0
+        return out
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_runtime_conf_for_a_pod_carries_crio_cni_args() -> None:
+    rt = RuntimeConf.for_pod("sandbox1", "/var/run/netns/p", pod_namespace="default",
+                             pod_name="web", pod_uid="uid-1")
+    assert rt.cni_args() == ("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;"
+                             "K8S_POD_INFRA_CONTAINER_ID=sandbox1;K8S_POD_UID=uid-1")
+    assert (rt.container_id, rt.netns, rt.ifname) == ("sandbox1", "/var/run/netns/p", "eth0")
+    no_uid = RuntimeConf.for_pod("s2", "/p", pod_namespace="ns", pod_name="n")
+    assert no_uid.cni_args().endswith(";K8S_POD_INFRA_CONTAINER_ID=s2;K8S_POD_UID=")
+
+
+@attrs.define
+class FlakyDel(Recorder):
+    """Fails ADD of ``fail`` and the first ``del_failures`` DELs of ``flaky``."""
+
+    flaky: str = "b"
+    del_failures: int = 1
+
+    def exec_plugin(
+        self, path: Path, env: Mapping[str, str], stdin: bytes, *, timeout: float, what: str
+    ) -> bytes:
+        if env["CNI_COMMAND"] == "DEL" and path.name == self.flaky and self.del_failures:
+            self.del_failures -= 1
+            self.calls.append(("DEL", path.name, json.loads(stdin), dict(env)))
+            raise PluginError(f"{what} failed", code=11, msg="busy")
+        return super().exec_plugin(path, env, stdin, timeout=timeout, what=what)
+
+
+def test_failed_rollback_keeps_the_cache_entry_for_del_and_gc(tmp_path: Path) -> None:
+    rec = FlakyDel(fail="c")
+    cni = CNI(cache_dir=tmp_path, executor=rec)
+    with pytest.raises(PluginError, match=r"CNI plugin c \(ADD\)"):
+        cni.add_network_list(NET, RT)
+    entry = cni.cache.get("n1", "ctr1", "eth0")
+    assert entry is not None  # the rollback DEL of b failed: a later DEL finishes it
+    assert entry.result is not None
+    assert [ip["address"] for ip in entry.result["ips"]] == [_addr("a"), _addr("b")]
+    assert entry.capability_args == RT.capability_args
+    rec.calls.clear()
+    cni.gc(NET, [])
+    assert [(c[0], c[1]) for c in rec.calls] == [("DEL", "c"), ("DEL", "b"), ("DEL", "a")]
+    assert rec.calls[1][2]["runtimeConfig"] == {"portMappings": [{"hostPort": 1}]}
+    assert cni.cache.get("n1", "ctr1", "eth0") is None
+    assert list((tmp_path / "locks").iterdir()) == []
+
+
+def test_non_json_plugin_output_is_a_result_error(tmp_path: Path) -> None:
+    @attrs.define
+    class Garbage(Recorder):
+        def exec_plugin(
+            self, path: Path, env: Mapping[str, str], stdin: bytes, *, timeout: float, what: str
+        ) -> bytes:
+            out = super().exec_plugin(path, env, stdin, timeout=timeout, what=what)
+            return b"not json" if path.name == "b" and env["CNI_COMMAND"] == "ADD" else out
+
+    rec = Garbage()
+    with pytest.raises(ResultError, match=r"CNI plugin b of network n1") as info:
+        CNI(cache_dir=tmp_path, executor=rec).add_network_list(NET, RT)
+    assert isinstance(info.value, ValueError)
+    assert [(c[0], c[1]) for c in rec.calls][2:] == [("DEL", "b"), ("DEL", "a")]
+    assert not (tmp_path / "results" / "n1-ctr1-eth0").exists()
+
+
+def test_dict_networks_are_validated_and_pick_cni_versions(tmp_path: Path) -> None:
+    rec = Recorder()
+    cni = CNI(cache_dir=tmp_path, executor=rec)
+    only_versions = {"cniVersions": ["0.4.0", "1.0.0", "9.9.9"], "name": "v",
+                     "plugins": [{"type": "a"}]}
+    result = cni.add_network_list(only_versions, RT)
+    assert result.cni_version == "1.0.0"
+    assert rec.calls[0][2]["cniVersion"] == "1.0.0"
+    with pytest.raises(ConfigError, match=r"^<dict>: invalid network name"):
+        cni.add_network_list(dict(NET, name="bad name"), RT)
+    with pytest.raises(ConfigError, match=r"^<dict>: unsupported cniVersion"):
+        cni.add_network_list(dict(NET, cniVersion="7.0.0"), RT)
+
+
+def test_gc_deletes_with_the_config_the_attachment_was_added_with(tmp_path: Path) -> None:
+    rec = Recorder()
+    cni = CNI(cache_dir=tmp_path, executor=rec)
+    old = dict(NET, cniVersion="1.1.0")
+    cni.add_network_list(old, RT)
+    new = dict(old, plugins=[{"type": "x"}])  # the config changed since the ADD
+    rec.calls.clear()
+    cni.gc(new, [])
+    dels = [(c[1], c[2]["cniVersion"]) for c in rec.calls if c[0] == "DEL"]
+    assert dels == [("c", "1.1.0"), ("b", "1.1.0"), ("a", "1.1.0")]
+    assert [c[1] for c in rec.calls if c[0] == "GC"] == ["x"]
+    assert cni.cache.get("n1", "ctr1", "eth0") is None
+
+
+def test_del_and_check_of_an_unknown_attachment_leave_no_lock(tmp_path: Path) -> None:
+    cni = CNI(cache_dir=tmp_path, executor=Recorder())
+    cni.del_network_list(NET, attrs.evolve(RT, container_id="nobody"))
+    with pytest.raises(CNIError, match="no cached result"):
+        cni.check_network_list(NET, attrs.evolve(RT, container_id="nobody"))
+    assert list((tmp_path / "locks").iterdir()) == []
+    cni.add_network_list(NET, RT)  # a live attachment keeps its lock file
+    assert [p.name for p in (tmp_path / "locks").iterdir()] == ["n1-ctr1-eth0"]
+    cni.del_network_list(NET, RT)
+    assert list((tmp_path / "locks").iterdir()) == []
+
+
+def test_check_gets_the_cached_result_in_the_list_version(tmp_path: Path) -> None:
+    printed = {"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "10.1.0.2/24"}]}
+    rec = Printer(printed=printed)
+    cni = CNI(cache_dir=tmp_path, executor=rec)
+    cni.add_network_list(NET, RT)
+    assert cni.cache.get("n1", "ctr1", "eth0").result == printed  # type: ignore[union-attr]
+    rec.calls.clear()
+    cni.check_network_list(NET, RT)
+    prevs = [c[2]["prevResult"] for c in rec.calls]
+    assert prevs == [{"cniVersion": "1.0.0", "ips": [{"address": "10.1.0.2/24"}]}] * 3
+
+
+def test_capability_args_reach_only_plugins_declaring_them(tmp_path: Path) -> None:
+    rec = Recorder()
+    net = {"cniVersion": "1.0.0", "name": "caps", "plugins": [
+        {"type": "ipam-ish", "capabilities": {"ipRanges": True}},
+        {"type": "bw", "capabilities": {"bandwidth": True, "dns": False}},
+        {"type": "dnsy", "capabilities": {"dns": True}},
+        {"type": "none"},
+    ]}
+    caps = {"ipRanges": [[{"subnet": "10.9.0.0/24"}]], "bandwidth": {"ingressRate": 1000},
+            "dns": {"servers": ["10.9.0.10"]}}
+    CNI(cache_dir=tmp_path, executor=rec).add_network_list(
+        net, RuntimeConf("ctr", "/proc/self/ns/net", "eth0", capability_args=caps))
+    runtime = {c[1]: c[2].get("runtimeConfig") for c in rec.calls}
+    assert runtime == {"ipam-ish": {"ipRanges": caps["ipRanges"]},
+                       "bw": {"bandwidth": caps["bandwidth"]},
+                       "dnsy": {"dns": caps["dns"]}, "none": None}
+
+
+def test_tuning_sets_the_mac_capability(bed: Bed) -> None:
+    ns, path = bed.make_netns()
+    net = json.loads(json.dumps(bed.net))
+    net["plugins"][-1]["capabilities"] = {"mac": True}
+    mac = "02:42:ac:11:00:" + secrets.token_hex(1)
+    rt = RuntimeConf("macpod", path, "eth0", capability_args={"mac": mac})
+    result = bed.cni.add_network_list(net, rt)
+    shown = sh("ip", "-n", ns, "-o", "link", "show", "eth0")
+    assert f"link/ether {mac} " in shown
+    assert mac in [i.mac for i in result.interfaces if i.name == "eth0"]
+    bed.cni.del_network_list(net, rt)
