@@ -14,28 +14,36 @@ DEMO = Path(__file__).parent.parent / "examples" / "demo.py"
 
 
 @pytest.mark.integration
-def test_demo_pulls_stores_and_runs() -> None:
-    from criolib.testing import require_root
+def test_demo_pulls_and_runs_a_networked_pod() -> None:
+    from criolib.testing import require_cni_plugins, require_root
 
     require_root()
-    require_binaries("busybox", "docker-registry", "runc", "crun")
+    require_binaries("busybox", "docker-registry", "runc", "crun", "ip")
+    require_cni_plugins("bridge", "host-local", "loopback")
+    before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
+                            check=True).stdout
     proc = subprocess.run([sys.executable, str(DEMO)], capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("built 5 test images in ")
-    assert "with token auth, 5 repositories" in lines[1]
+    assert "with token auth" in lines[1]
     assert lines[2].startswith("pulled 127.0.0.1:") and lines[2].endswith(", verified")
+    assert lines[3].startswith("pod a: 10.252.0.") and lines[4].startswith("pod b: 10.252.0.")
+    pod_a_ip = lines[3].split()[2]
     for runtime in ("runc", "crun"):
-        section = proc.stdout.split(f"--- container under {runtime} ")[1].split("---")[0]
+        section = proc.stdout.split(f"--- container in pod a under {runtime} ")[1].split("---")[0]
         assert ", exit 0" in section.splitlines()[0]
         assert section.splitlines()[1:4] == [
-            "hello from criolib",
-            "uid=1000(tester) gid=1000(tester) groups=10(wheel),29(audio)",
-            "criolib-demo",
+            "pod-a",
+            pod_a_ip,
+            "1 packets transmitted, 1 packets received, 0% packet loss",
         ]
-    assert lines[-1].startswith("demo finished: pulled, stored, mounted and ran")
+    assert lines[-1].startswith("demo finished: pulled from the local registry, ran a container")
     assert proc.stderr == ""
+    after = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
+                           check=True).stdout
+    assert "cni-demo" not in after and after.count("\n") <= before.count("\n")
 
 
 @pytest.mark.integration
