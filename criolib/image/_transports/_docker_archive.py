@@ -60,9 +60,9 @@ from criolib.image._transports._base import ImageDestination, SystemContext
 from criolib.image._transports._files import (
     CHUNK,
     open_decompressed,
-    sniff_compression,
     split_digest,
 )
+from criolib.storage import detect_compression
 
 __all__ = [
     "DOCKER_ARCHIVE_TRANSPORT",
@@ -284,8 +284,7 @@ class DockerArchiveSource:
         """``path``, or an uncompressed temporary copy when the archive is compressed."""
         try:
             with path.open("rb") as f:
-                kind = sniff_compression(f.read(4))
-                if kind is None:
+                if detect_compression(f.read(4)) == "none":
                     return path
                 f.seek(0)
                 fd, tmp = tempfile.mkstemp(prefix="criolib-docker-archive-", suffix=".tar")
@@ -344,7 +343,7 @@ class DockerArchiveSource:
     def _layer_size(self, diff_id: str) -> int:
         name = self._layers[diff_id]
         with self._open(name) as raw:
-            if sniff_compression(raw.peek(4)[:4]) is None:
+            if detect_compression(raw.peek(4)[:4]) == "none":
                 return self._members[name].size
         # Compressed in the archive: served uncompressed, so count (and check) once.
         hasher, size = hashlib.new(split_digest(diff_id)[0]), 0

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, cast
 from criolib._atomic import fsync_dir
 from criolib.image._errors import CorruptImage, DigestMismatch, TransportError
 from criolib.image._manifest import validate_digest
+from criolib.storage import detect_compression
 
 __all__ = [
     "CHUNK",
@@ -40,7 +41,6 @@ __all__ = [
     "extract_tar",
     "layout_lock",
     "open_decompressed",
-    "sniff_compression",
     "split_digest",
     "tar_directory",
     "write_blob",
@@ -49,8 +49,6 @@ __all__ = [
 log = logging.getLogger("criolib.image")
 
 CHUNK = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
@@ -124,15 +122,6 @@ def layout_lock(root: Path) -> Iterator[None]:
         os.close(fd)  # closing drops the lock
 
 
-def sniff_compression(head: bytes) -> str | None:
-    """``"gzip"``, ``"zstd"`` or ``None`` (uncompressed) from a stream's first bytes."""
-    if head.startswith(_GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(_ZSTD_MAGIC):
-        return "zstd"
-    return None
-
-
 class _Decompressed(io.RawIOBase):
     """A decompressing reader that closes the compressed stream under it too."""
 
@@ -164,14 +153,14 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
     """
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(
         cast(io.RawIOBase, raw))
-    kind = sniff_compression(buffered.peek(4)[:4])
+    kind = detect_compression(buffered.peek(4)[:4])
     if kind == "gzip":
         reader: Any = gzip.GzipFile(fileobj=buffered, mode="rb")
     elif kind == "zstd":
         import zstandard
 
         reader = zstandard.ZstdDecompressor().stream_reader(buffered, closefd=False)
-    else:
+    else:  # "none"
         return cast(BinaryIO, buffered)
     return cast(BinaryIO, io.BufferedReader(_Decompressed(reader, cast(BinaryIO, buffered)),
                                             CHUNK))
