@@ -25,7 +25,6 @@ import contextlib
 import json
 import random
 import secrets
-import shlex
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from criolib.cni import CNI, RuntimeConf
+from criolib.testing import drop_new_iptables_chains, iptables_chains
 
 PLUGIN_DIR = Path("/usr/lib/cni")
 FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -45,44 +45,13 @@ def sh(*argv: str, check: bool = True) -> str:
     return subprocess.run(argv, check=check, capture_output=True, text=True).stdout
 
 
-def chains() -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    table = ""
-    for line in sh("iptables-save").splitlines():
-        if line.startswith("*"):
-            table = line[1:]
-            out[table] = set()
-        elif line.startswith(":"):
-            out[table].add(line[1:].split()[0])
-    return out
-
-
-def drop_new_chains(before: dict[str, set[str]]) -> None:
-    """Remove the chains the plugins created during the run, and the jumps into them."""
-    rules = sh("iptables-save").splitlines()
-    for table, names in chains().items():
-        new = names - before.get(table, set())
-        current = ""
-        for line in rules:
-            if line.startswith("*"):
-                current = line[1:]
-            elif new and current == table and line.startswith("-A "):
-                words = shlex.split(line)
-                if "-j" in words and words[words.index("-j") + 1] in new:
-                    sh("iptables", "-t", table, "-D", *words[1:], check=False)
-        for chain in new:
-            sh("iptables", "-t", table, "-F", chain, check=False)
-        for chain in new:
-            sh("iptables", "-t", table, "-X", chain, check=False)
-
-
 @contextlib.contextmanager
 def testbed() -> Iterator[tuple[Path, str, str]]:
     """A tmpfs, a netns and the name of a bridge; everything undone on exit."""
     tag = secrets.token_hex(3)
     where = Path(tempfile.mkdtemp(prefix="criolib-bench-cni-"))
     netns, bridge = f"crlbench-{tag}", f"cni-crlb{tag}"
-    saved_forward, saved_chains = FORWARD.read_text(), chains()
+    saved_forward, saved_chains = FORWARD.read_text(), iptables_chains()
     sh("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where))
     try:
         sh("ip", "netns", "add", netns)
@@ -90,7 +59,7 @@ def testbed() -> Iterator[tuple[Path, str, str]]:
     finally:
         sh("ip", "netns", "del", netns, check=False)
         sh("ip", "link", "del", bridge, check=False)
-        drop_new_chains(saved_chains)
+        drop_new_iptables_chains(saved_chains)
         FORWARD.write_text(saved_forward)
         sh("umount", str(where), check=False)
         where.rmdir()

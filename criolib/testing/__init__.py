@@ -52,6 +52,7 @@ from criolib.testing._images import (
     TestImages,
     host_platform,
 )
+from criolib.testing._netfilter import drop_new_iptables_chains, iptables_chains
 from criolib.testing._push import PushedImage, RegistryAuth, push_layout
 from criolib.testing._registry import AuthKind, RegistryServer
 from criolib.testing._rootfs import unpack_test_image
@@ -82,9 +83,11 @@ __all__ = [
     "TokenServer",
     "UnknownTestImage",
     "build_test_images",
+    "drop_new_iptables_chains",
     "find_cni_plugin_dir",
     "host_platform",
     "integration_required",
+    "iptables_chains",
     "missing_binaries",
     "push_layout",
     "push_test_images",

@@ -21,7 +21,13 @@ import attrs
 import pytest
 
 from criolib.cni import CNI, CNIError, ConfigError, PluginError, Result, ResultError, RuntimeConf
-from criolib.testing import require_binaries, require_cni_plugins, require_root
+from criolib.testing import (
+    drop_new_iptables_chains,
+    iptables_chains,
+    require_binaries,
+    require_cni_plugins,
+    require_root,
+)
 
 
 def _addr(plugin_type: str) -> str:
@@ -302,39 +308,6 @@ def _link_names(ip_o_link: str) -> list[str]:
             if line.count(":") >= 2]
 
 
-def _chains() -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    table = ""
-    for line in sh("iptables-save").splitlines():
-        if line.startswith("*"):
-            table = line[1:]
-            out[table] = set()
-        elif line.startswith(":"):
-            out[table].add(line[1:].split()[0])
-    return out
-
-
-def _drop_new_chains(before: dict[str, set[str]]) -> None:
-    """Remove chains the plugins created during the test, and the jumps into them."""
-    rules = sh("iptables-save").splitlines()
-    for table, chains in _chains().items():
-        new = chains - before.get(table, set())
-        if not new:
-            continue
-        current = ""
-        for line in rules:
-            if line.startswith("*"):
-                current = line[1:]
-            elif current == table and line.startswith("-A "):
-                words = shlex.split(line)
-                if "-j" in words and words[words.index("-j") + 1] in new:
-                    sh("iptables", "-t", table, "-D", *words[1:], check=False)
-        for chain in new:
-            sh("iptables", "-t", table, "-F", chain, check=False)
-        for chain in new:
-            sh("iptables", "-t", table, "-X", chain, check=False)
-
-
 @pytest.fixture
 def bed(tmp_path: Path) -> Iterator[Bed]:
     require_root()
@@ -344,7 +317,7 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
     tag = secrets.token_hex(3)
     forward = Path("/proc/sys/net/ipv4/ip_forward")
     saved_forward = forward.read_text()
-    chains = _chains()
+    chains = iptables_chains()
     third = 1 + secrets.randbelow(250)
     prefix = f"10.250.{third}."
     ipam_dir = tmp_path / "ipam"
@@ -384,7 +357,7 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
         for name in b.netns:
             sh("ip", "netns", "del", name, check=False)
         sh("ip", "link", "del", b.bridge, check=False)
-        _drop_new_chains(chains)
+        drop_new_iptables_chains(chains)
         forward.write_text(saved_forward)
 
 
