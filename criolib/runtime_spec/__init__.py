@@ -1,136 +1,277 @@
 """criolib.runtime_spec: the OCI runtime spec, its generator, validation and runtime client.
 
 See docs/runtime_spec.md.
+
+Names are imported on first use (PEP 562), so a program that needs only the runtime
+client (the container monitor, a CLI verb) does not pay for the model, its cattrs
+converter and the JSON Schemas: ``from criolib.runtime_spec import RuntimeClient``
+loads the client's own modules alone.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import typing as _typing
+from typing import Any as _Any
 
-from criolib.runtime_spec._convert import (
-    dump_spec,
-    features_to_dict,
-    load_features,
-    load_spec,
-    load_state,
-    spec_from_dict,
-    spec_to_dict,
-    state_to_dict,
-)
-from criolib.runtime_spec._defaults import (
-    ALL_CAPABILITIES,
-    CAPABILITY_BITS,
-    DEFAULT_CAPABILITIES,
-    DEFAULT_MOUNTS,
-    DEFAULT_PATH_ENV,
-    DEFAULT_RLIMITS,
-    MASKED_PATHS,
-    READONLY_PATHS,
-    RLIMIT_DEFAULT_VALUE,
-    default_mounts,
-)
-from criolib.runtime_spec._errors import (
-    BundleNotFound,
-    ContainerExists,
-    ContainerNotFound,
-    ExitStatusUnavailable,
-    FeaturesUnsupported,
-    InvalidArgument,
-    InvalidSpec,
-    PrivilegeError,
-    RuntimeCommandError,
-    RuntimeNotFound,
-    RuntimeSpecError,
-    RuntimeTimeout,
-    SpecFormatError,
-)
-from criolib.runtime_spec._generate import (
-    GENERATED_OCI_VERSION,
-    Generator,
-    clamp_oom_score_adj,
-    clamp_rlimit,
-)
-from criolib.runtime_spec._hostcaps import host_capabilities
-from criolib.runtime_spec._imageconfig import (
-    STOP_SIGNAL_ANNOTATION,
-    ImageConfigError,
-    ImageSettings,
-    ResolvedUser,
-    UnknownUser,
-    apply_image_config,
-    normalize_stop_signal,
-    resolve_user,
-)
-from criolib.runtime_spec._model import (
-    OCI_RUNTIME_SPEC_VERSION,
-    OCI_RUNTIME_SPEC_VERSIONS,
-    Box,
-    ExecCPUAffinity,
-    Hook,
-    Hooks,
-    LinuxCapabilities,
-    LinuxIOPriority,
-    Mount,
-    POSIXRlimit,
-    Process,
-    Root,
-    Scheduler,
-    Spec,
-    User,
-)
-from criolib.runtime_spec._model_linux import (
-    Linux,
-    LinuxBlockIO,
-    LinuxCPU,
-    LinuxDevice,
-    LinuxDeviceCgroup,
-    LinuxHugepageLimit,
-    LinuxIDMapping,
-    LinuxIntelRdt,
-    LinuxInterfacePriority,
-    LinuxMemory,
-    LinuxMemoryPolicy,
-    LinuxNamespace,
-    LinuxNetDevice,
-    LinuxNetwork,
-    LinuxPersonality,
-    LinuxPids,
-    LinuxRdma,
-    LinuxResources,
-    LinuxSeccomp,
-    LinuxSeccompArg,
-    LinuxSyscall,
-    LinuxThrottleDevice,
-    LinuxTimeOffset,
-    LinuxWeightDevice,
-)
-from criolib.runtime_spec._runtime import OCIRuntime, RuntimeClient
-from criolib.runtime_spec._runtime_proc import Stdio, child_subreaper, wait_for_exit
-from criolib.runtime_spec._seccomp import (
-    SeccompProfileError,
-    default_seccomp_profile,
-    normalize_capability,
-    seccomp_arch,
-)
-from criolib.runtime_spec._state import (
-    STATUS_CREATED,
-    STATUS_CREATING,
-    STATUS_RUNNING,
-    STATUS_STOPPED,
-    AppArmorFeatures,
-    CgroupFeatures,
-    Features,
-    IDMapFeatures,
-    IntelRdtFeatures,
-    LinuxFeatures,
-    MemoryPolicyFeatures,
-    MountExtensionsFeatures,
-    NetDevicesFeatures,
-    SeccompFeatures,
-    SELinuxFeatures,
-    State,
-)
-from criolib.runtime_spec._validate import Problem, Severity, check, validate
+if _typing.TYPE_CHECKING:
+    from criolib.runtime_spec._convert import (
+        dump_spec,
+        features_to_dict,
+        load_features,
+        load_spec,
+        load_state,
+        spec_from_dict,
+        spec_to_dict,
+        state_to_dict,
+    )
+    from criolib.runtime_spec._defaults import (
+        ALL_CAPABILITIES,
+        CAPABILITY_BITS,
+        DEFAULT_CAPABILITIES,
+        DEFAULT_MOUNTS,
+        DEFAULT_PATH_ENV,
+        DEFAULT_RLIMITS,
+        MASKED_PATHS,
+        READONLY_PATHS,
+        RLIMIT_DEFAULT_VALUE,
+        default_mounts,
+    )
+    from criolib.runtime_spec._errors import (
+        BundleNotFound,
+        ContainerExists,
+        ContainerNotFound,
+        ExitStatusUnavailable,
+        FeaturesUnsupported,
+        InvalidArgument,
+        InvalidSpec,
+        PrivilegeError,
+        RuntimeCommandError,
+        RuntimeNotFound,
+        RuntimeSpecError,
+        RuntimeTimeout,
+        SpecFormatError,
+    )
+    from criolib.runtime_spec._generate import (
+        GENERATED_OCI_VERSION,
+        Generator,
+        clamp_oom_score_adj,
+        clamp_rlimit,
+    )
+    from criolib.runtime_spec._hostcaps import host_capabilities
+    from criolib.runtime_spec._imageconfig import (
+        STOP_SIGNAL_ANNOTATION,
+        ImageConfigError,
+        ImageSettings,
+        ResolvedUser,
+        UnknownUser,
+        apply_image_config,
+        normalize_stop_signal,
+        resolve_user,
+    )
+    from criolib.runtime_spec._model import (
+        OCI_RUNTIME_SPEC_VERSION,
+        OCI_RUNTIME_SPEC_VERSIONS,
+        Box,
+        ExecCPUAffinity,
+        Hook,
+        Hooks,
+        LinuxCapabilities,
+        LinuxIOPriority,
+        Mount,
+        POSIXRlimit,
+        Process,
+        Root,
+        Scheduler,
+        Spec,
+        User,
+    )
+    from criolib.runtime_spec._model_linux import (
+        Linux,
+        LinuxBlockIO,
+        LinuxCPU,
+        LinuxDevice,
+        LinuxDeviceCgroup,
+        LinuxHugepageLimit,
+        LinuxIDMapping,
+        LinuxIntelRdt,
+        LinuxInterfacePriority,
+        LinuxMemory,
+        LinuxMemoryPolicy,
+        LinuxNamespace,
+        LinuxNetDevice,
+        LinuxNetwork,
+        LinuxPersonality,
+        LinuxPids,
+        LinuxRdma,
+        LinuxResources,
+        LinuxSeccomp,
+        LinuxSeccompArg,
+        LinuxSyscall,
+        LinuxThrottleDevice,
+        LinuxTimeOffset,
+        LinuxWeightDevice,
+    )
+    from criolib.runtime_spec._runtime import OCIRuntime, RuntimeClient
+    from criolib.runtime_spec._runtime_cmd import RuntimeCommand
+    from criolib.runtime_spec._runtime_proc import Stdio, child_subreaper, wait_for_exit
+    from criolib.runtime_spec._seccomp import (
+        SeccompProfileError,
+        default_seccomp_profile,
+        normalize_capability,
+        seccomp_arch,
+    )
+    from criolib.runtime_spec._state import (
+        STATUS_CREATED,
+        STATUS_CREATING,
+        STATUS_RUNNING,
+        STATUS_STOPPED,
+        AppArmorFeatures,
+        CgroupFeatures,
+        Features,
+        IDMapFeatures,
+        IntelRdtFeatures,
+        LinuxFeatures,
+        MemoryPolicyFeatures,
+        MountExtensionsFeatures,
+        NetDevicesFeatures,
+        SeccompFeatures,
+        SELinuxFeatures,
+        State,
+    )
+    from criolib.runtime_spec._validate import Problem, Severity, check, validate
+
+#: Public name -> the private module that defines it.
+_LAZY: dict[str, str] = {
+    "dump_spec": "_convert",
+    "features_to_dict": "_convert",
+    "load_features": "_convert",
+    "load_spec": "_convert",
+    "load_state": "_convert",
+    "spec_from_dict": "_convert",
+    "spec_to_dict": "_convert",
+    "state_to_dict": "_convert",
+    "ALL_CAPABILITIES": "_defaults",
+    "CAPABILITY_BITS": "_defaults",
+    "DEFAULT_CAPABILITIES": "_defaults",
+    "DEFAULT_MOUNTS": "_defaults",
+    "DEFAULT_PATH_ENV": "_defaults",
+    "DEFAULT_RLIMITS": "_defaults",
+    "MASKED_PATHS": "_defaults",
+    "READONLY_PATHS": "_defaults",
+    "RLIMIT_DEFAULT_VALUE": "_defaults",
+    "default_mounts": "_defaults",
+    "BundleNotFound": "_errors",
+    "ContainerExists": "_errors",
+    "ContainerNotFound": "_errors",
+    "ExitStatusUnavailable": "_errors",
+    "FeaturesUnsupported": "_errors",
+    "InvalidArgument": "_errors",
+    "InvalidSpec": "_errors",
+    "PrivilegeError": "_errors",
+    "RuntimeCommandError": "_errors",
+    "RuntimeNotFound": "_errors",
+    "RuntimeSpecError": "_errors",
+    "RuntimeTimeout": "_errors",
+    "SpecFormatError": "_errors",
+    "GENERATED_OCI_VERSION": "_generate",
+    "Generator": "_generate",
+    "clamp_oom_score_adj": "_generate",
+    "clamp_rlimit": "_generate",
+    "host_capabilities": "_hostcaps",
+    "STOP_SIGNAL_ANNOTATION": "_imageconfig",
+    "ImageConfigError": "_imageconfig",
+    "ImageSettings": "_imageconfig",
+    "ResolvedUser": "_imageconfig",
+    "UnknownUser": "_imageconfig",
+    "apply_image_config": "_imageconfig",
+    "normalize_stop_signal": "_imageconfig",
+    "resolve_user": "_imageconfig",
+    "OCI_RUNTIME_SPEC_VERSION": "_model",
+    "OCI_RUNTIME_SPEC_VERSIONS": "_model",
+    "Box": "_model",
+    "ExecCPUAffinity": "_model",
+    "Hook": "_model",
+    "Hooks": "_model",
+    "LinuxCapabilities": "_model",
+    "LinuxIOPriority": "_model",
+    "Mount": "_model",
+    "POSIXRlimit": "_model",
+    "Process": "_model",
+    "Root": "_model",
+    "Scheduler": "_model",
+    "Spec": "_model",
+    "User": "_model",
+    "Linux": "_model_linux",
+    "LinuxBlockIO": "_model_linux",
+    "LinuxCPU": "_model_linux",
+    "LinuxDevice": "_model_linux",
+    "LinuxDeviceCgroup": "_model_linux",
+    "LinuxHugepageLimit": "_model_linux",
+    "LinuxIDMapping": "_model_linux",
+    "LinuxIntelRdt": "_model_linux",
+    "LinuxInterfacePriority": "_model_linux",
+    "LinuxMemory": "_model_linux",
+    "LinuxMemoryPolicy": "_model_linux",
+    "LinuxNamespace": "_model_linux",
+    "LinuxNetDevice": "_model_linux",
+    "LinuxNetwork": "_model_linux",
+    "LinuxPersonality": "_model_linux",
+    "LinuxPids": "_model_linux",
+    "LinuxRdma": "_model_linux",
+    "LinuxResources": "_model_linux",
+    "LinuxSeccomp": "_model_linux",
+    "LinuxSeccompArg": "_model_linux",
+    "LinuxSyscall": "_model_linux",
+    "LinuxThrottleDevice": "_model_linux",
+    "LinuxTimeOffset": "_model_linux",
+    "LinuxWeightDevice": "_model_linux",
+    "OCIRuntime": "_runtime",
+    "RuntimeClient": "_runtime",
+    "RuntimeCommand": "_runtime_cmd",
+    "Stdio": "_runtime_proc",
+    "child_subreaper": "_runtime_proc",
+    "wait_for_exit": "_runtime_proc",
+    "SeccompProfileError": "_seccomp",
+    "default_seccomp_profile": "_seccomp",
+    "normalize_capability": "_seccomp",
+    "seccomp_arch": "_seccomp",
+    "STATUS_CREATED": "_state",
+    "STATUS_CREATING": "_state",
+    "STATUS_RUNNING": "_state",
+    "STATUS_STOPPED": "_state",
+    "AppArmorFeatures": "_state",
+    "CgroupFeatures": "_state",
+    "Features": "_state",
+    "IDMapFeatures": "_state",
+    "IntelRdtFeatures": "_state",
+    "LinuxFeatures": "_state",
+    "MemoryPolicyFeatures": "_state",
+    "MountExtensionsFeatures": "_state",
+    "NetDevicesFeatures": "_state",
+    "SeccompFeatures": "_state",
+    "SELinuxFeatures": "_state",
+    "State": "_state",
+    "Problem": "_validate",
+    "Severity": "_validate",
+    "check": "_validate",
+    "validate": "_validate",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 logging.getLogger("criolib.runtime_spec").addHandler(logging.NullHandler())
 
@@ -210,6 +351,7 @@ __all__ = [
     "ResolvedUser",
     "Root",
     "RuntimeClient",
+    "RuntimeCommand",
     "RuntimeCommandError",
     "RuntimeNotFound",
     "RuntimeSpecError",

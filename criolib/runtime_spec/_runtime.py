@@ -24,21 +24,24 @@ import re
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from criolib.runtime_spec._convert import load_features, load_state
 from criolib.runtime_spec._errors import (
     ContainerNotFound,
     ExitStatusUnavailable,
     FeaturesUnsupported,
-    InvalidArgument,
     RuntimeCommandError,
     RuntimeSpecError,
     RuntimeTimeout,
 )
+from criolib.runtime_spec._runtime_cmd import (
+    CommandBuilder,
+    RuntimeCommand,
+    _exec_argv,
+    _options,
+)
 from criolib.runtime_spec._runtime_log import diagnose, error_messages
 from criolib.runtime_spec._runtime_proc import (
-    CommandRunner,
     Stdio,
     check_bundle,
     check_id,
@@ -47,9 +50,12 @@ from criolib.runtime_spec._runtime_proc import (
     signal_arg,
     wait_for_exit,
 )
-from criolib.runtime_spec._state import Features, State
 
-__all__ = ["OCIRuntime", "RuntimeClient"]
+if TYPE_CHECKING:
+    # The model and its converter load on first use: the monitor imports only the client.
+    from criolib.runtime_spec._state import Features, State
+
+__all__ = ["OCIRuntime", "RuntimeClient", "RuntimeCommand"]
 
 
 @runtime_checkable
@@ -149,7 +155,7 @@ def _json(out: bytes, runtime: str, operation: str, container_id: str | None) ->
             runtime=runtime, operation=operation, container_id=container_id) from exc
 
 
-class RuntimeClient(CommandRunner):
+class RuntimeClient(CommandBuilder):
     """Drive an OCI runtime binary with runc's command line (runc, crun, youki).
 
     OCI runtime-spec v1.2 runtime.md "Operations", plus the runtimes' exec, pause,
@@ -240,6 +246,8 @@ class RuntimeClient(CommandRunner):
 
         runtime-spec v1.2 runtime.md "Query State" and "State".
         """
+        from criolib.runtime_spec._convert import load_state
+
         out = self._control("state", container_id, check_id(container_id))
         return load_state(out, source=f"{self._name} state {container_id}")
 
@@ -304,12 +312,7 @@ class RuntimeClient(CommandRunner):
                 args.append(f"--process={proc_file}")
                 tail: builtins.list[str] = []
             else:
-                tail = [os.fspath(a) for a in process]
-                if not tail or not tail[0] or tail[0].startswith("-"):
-                    raise InvalidArgument(
-                        f"{self._name} exec in container {container_id!r} needs a program "
-                        f"as the first argument (not empty, not starting with '-'), "
-                        f"not {process!r}")
+                tail = _exec_argv(self._name, container_id, process)
                 args += ["--tty"] if tty else []
             pid_path = Path(os.path.abspath(pid_file)) if pid_file is not None else None
             if pid_path is None and (detach or timeout is not None):
@@ -370,6 +373,8 @@ class RuntimeClient(CommandRunner):
         crun's list leaves out ``ociVersion``; those entries are completed with
         :meth:`state` (a container deleted meanwhile is skipped).
         """
+        from criolib.runtime_spec._convert import load_state
+
         out = self._control("list", None, "--format=json")
         entries = _json(out, self._name, "list", None) or []  # runc prints "null" for none
         states = []
@@ -400,6 +405,8 @@ class RuntimeClient(CommandRunner):
                     argv=exc.argv, returncode=exc.returncode,
                     runtime_message=exc.runtime_message) from exc
             raise
+        from criolib.runtime_spec._convert import load_features
+
         return load_features(out, source=f"{self._name} features")
 
     def run(
@@ -543,26 +550,3 @@ class RuntimeClient(CommandRunner):
         with contextlib.suppress(RuntimeSpecError, OSError):
             self.delete(container_id, force=True)
 
-
-def _options(
-    *,
-    detach: bool = False,
-    pid_file: str | os.PathLike[str] | None = None,
-    console_socket: str | os.PathLike[str] | None = None,
-    preserve_fds: int = 0,
-    no_pivot: bool = False,
-    no_new_keyring: bool = False,
-) -> list[str]:
-    """The command options create, exec and run share, spelt alike by runc and crun."""
-    args = ["--detach"] if detach else []
-    if pid_file is not None:
-        args.append(f"--pid-file={os.path.abspath(pid_file)}")
-    if console_socket is not None:
-        args.append(f"--console-socket={os.path.abspath(console_socket)}")
-    if preserve_fds:
-        args.append(f"--preserve-fds={preserve_fds}")
-    if no_pivot:
-        args.append("--no-pivot")
-    if no_new_keyring:
-        args.append("--no-new-keyring")
-    return args
