@@ -26,6 +26,8 @@ Register = Callable[[argparse.ArgumentParser], Handler]
 #: tests/test_package.py checks each help line against the module's HELP.
 GROUPS: dict[str, tuple[str, str]] = {
     "cni": ("criolib.cli._cni", "attach network namespaces to CNI networks (like cnitool)"),
+    "conmon": ("criolib.cli._conmon",
+               "create containers under a monitor; status, wait, exec, attach (like conmon)"),
     "image": ("criolib.cli._image",
               "copy, inspect, pull and push images (like skopeo and podman)"),
     "spec": ("criolib.cli._spec", "generate, validate and run OCI runtime configs (config.json)"),
