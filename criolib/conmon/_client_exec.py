@@ -4,23 +4,19 @@ docs/conmon-design.md ``exec``: the client builds the runtime's ``exec`` command
 (:meth:`~criolib.runtime_spec.RuntimeClient.exec_command`), hands the monitor its ends
 of the stdio pipes with the request, and reads the output itself while the monitor
 runs the command and reports ``started`` and then ``exited`` on the same connection.
-The runtime exits with the process's status; only error lines in its log tell a
+The exit reported is the process's (the runtime's own, or for a detached terminal exec
+the process the monitor waits for); only error lines in the runtime's log tell a
 failure of the runtime itself apart (:class:`ExecFailed`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import os
 import selectors
-import signal
 import socket
-import struct
-import termios
 import time
-import tty
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,8 +50,6 @@ _STARTED_TIMEOUT = 60.0
 #: Beyond an exec's own timeout, how long to wait for the monitor to report the kill.
 _SLACK = 30.0
 _READ = 65536
-#: How long a resize waits for runc to write an exec's pid file.
-_PID_FILE_WAIT = 1.0
 
 
 class _Scratch:
@@ -79,7 +73,7 @@ class _Scratch:
 
 def _command(record: dict[str, Any], runtime: RuntimeClient,
              command: Sequence[str] | Mapping[str, Any], scratch: _Scratch, *,
-             tty: bool, console: bool) -> RuntimeCommand:
+             tty: bool) -> RuntimeCommand:
     from criolib.runtime_spec import RuntimeSpecError
 
     cid = record["container_id"]
@@ -90,7 +84,8 @@ def _command(record: dict[str, Any], runtime: RuntimeClient,
         return runtime.exec_command(
             cid, command, log_path=scratch.log,
             process_file=scratch.process if isinstance(command, Mapping) else None,
-            tty=tty, pid_file=scratch.pid, console_socket=scratch.console if console else None)
+            tty=tty, detach=tty, pid_file=scratch.pid,
+            console_socket=scratch.console if tty else None)
     except RuntimeSpecError as exc:
         raise InvalidMonitorConfig(f"exec in container {cid!r}: {exc}") from exc
     except OSError as exc:
@@ -176,7 +171,7 @@ def exec_sync(record: dict[str, Any], container_dir: Path, runtime: RuntimeClien
     scratch = _Scratch(container_dir)
     ours: list[int] = []  # descriptors to close on the way out
     try:
-        cmd = _command(record, runtime, command, scratch, tty=False, console=False)
+        cmd = _command(record, runtime, command, scratch, tty=False)
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         ours.append(devnull)
         out_r, out_w = _pipes()
@@ -254,30 +249,18 @@ def _collect(  # noqa: PLR0912 - one select loop over the socket and two pipes
     return returncode, timed_out, bytes(kept[out_r]), bytes(kept[err_r]), truncated
 
 
-def _host_pty() -> tuple[int, int]:
-    """A terminal pair for runc's own stdio, raw (the container's terminal does the
-    echo and line editing; runc makes it raw too, but only once it runs), 24x80."""
-    master, slave = os.openpty()
-    os.set_inheritable(master, False)
-    os.set_inheritable(slave, False)
-    tty.setraw(slave)
-    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    return master, slave
-
-
 def exec_stream(  # noqa: PLR0912, PLR0915 - three kinds of stdio, each with its clean-up
     record: dict[str, Any], container_dir: Path, runtime: RuntimeClient,
     command: Sequence[str] | Mapping[str, Any], *, tty: bool, stdin: bool, exited: Exited,
 ) -> ExecProcess:
     """Start ``command`` with streamed stdio; see :meth:`CriolibMonitor.exec_stream`.
 
-    A terminal comes from the runtime's console socket (the monitor sends the pty
-    master back), except with runc: ``runc exec`` refuses a console socket unless it
-    detaches ("cannot use console socket if runc will not detach or allocate tty"),
-    and a detached exec's status is the runtime's, not the process's. runc instead
-    gets a terminal of ours as its stdio and relays it to the container's terminal
-    itself; it reads that terminal's size at start and again on SIGWINCH, which
-    :class:`_RuncTerminal` sends it after a resize.
+    A terminal comes from the runtime's console socket: the monitor sends the pty
+    master back with ``started``, and ``resize`` is TIOCSWINSZ on it. The runtime's
+    exec is detached then (``--detach``), as conmon runs it, for both runc and crun:
+    runc refuses a console socket otherwise ("cannot use console socket if runc will
+    not detach or allocate tty"), and the monitor, a subreaper, waits for the process
+    named in the pid file and reports *its* status, not the runtime's.
     """
     cid = record["container_id"]
     what = f"exec in container {cid!r}"
@@ -285,17 +268,11 @@ def exec_stream(  # noqa: PLR0912, PLR0915 - three kinds of stdio, each with its
     theirs: list[int] = []  # the process's ends: closed once the monitor has them
     ours: list[int] = []
     sock: socket.socket | None = None
-    console = tty and runtime.name != "runc"
     try:
-        cmd = _command(record, runtime, command, scratch, tty=tty, console=console)
+        cmd = _command(record, runtime, command, scratch, tty=tty)
         names: list[str] = []
-        stdin_w = out_r = err_r = master = -1
-        if tty and not console:
-            master, slave = _host_pty()
-            ours.append(master)
-            theirs += [slave, os.dup(slave), os.dup(slave)]
-            names = ["stdin", "stdout", "stderr"]
-        elif not tty:
+        stdin_w = out_r = err_r = -1
+        if not tty:
             if stdin:
                 stdin_r, stdin_w = _pipes()
                 theirs.append(stdin_r)
@@ -307,13 +284,13 @@ def exec_stream(  # noqa: PLR0912, PLR0915 - three kinds of stdio, each with its
             theirs += [out_w, err_w]
             ours += [out_r, err_r]
             names = ["stdin", "stdout", "stderr"]
-        message = _message(record, cmd, scratch, tty=console, timeout=None, fds=names)
+        message = _message(record, cmd, scratch, tty=tty, timeout=None, fds=names)
         sock = _start(record, message, theirs, exited)
         for fd in theirs:
             os.close(fd)
         theirs.clear()
         reply, got = _event(sock, _STARTED_TIMEOUT, what, exited)
-        if reply.get("event") == "started" and console and not got:
+        if reply.get("event") == "started" and tty and not got:
             # No terminal came: the runtime failed before sending one; its exit says why.
             reply, got = _event(sock, _STARTED_TIMEOUT, what, exited)
         if reply.get("event") != "started":
@@ -323,19 +300,20 @@ def exec_stream(  # noqa: PLR0912, PLR0915 - three kinds of stdio, each with its
                 _check_runtime(runtime, cmd, _exit_event(reply, what)[0], scratch)
             raise MonitorProtocolError(f"{what}: expected 'started' (with the terminal "
                                        f"when asked), got {reply}")
-        if console:
-            master = got.pop(0)
-        for fd in got:
-            os.close(fd)
+        if tty and not got:
+            raise MonitorProtocolError(f"{what}: the monitor reported the start without "
+                                       "the terminal")
         stream: PtyStream | PipeStream
         resize: Callable[[int, int], None] | None = None
         if tty:
-            pty = PtyStream(master, container_id=cid)
+            pty = PtyStream(got.pop(0), container_id=cid)
             stream = pty
-            resize = pty.resize if console else _RuncTerminal(pty, scratch.pid, runtime.path)
+            resize = pty.resize
         else:
             stream = PipeStream(stdin_w if stdin else None, out_r, err_r, container_id=cid)
         ours.clear()  # the stream owns them now
+        for fd in got:
+            os.close(fd)
     except BaseException:
         for fd in theirs + ours:
             os.close(fd)
@@ -347,47 +325,6 @@ def exec_stream(  # noqa: PLR0912, PLR0915 - three kinds of stdio, each with its
                                                what=what, exited=exited),
                        resize=resize, container_id=cid,
                        close=_closer(sock, scratch))
-
-
-class _RuncTerminal:
-    """``resize`` of an exec whose terminal runc relays: size our terminal, then send
-    runc SIGWINCH (runc's signal handler copies the size to the container's terminal).
-
-    runc is the parent of the process named in the exec's pid file; it is signalled
-    only if that parent still is the runtime binary. The pid file appears as the
-    process starts: a resize right after ``exec_stream`` returns waits up to 1 s for it.
-    """
-
-    def __init__(self, pty: PtyStream, pid_file: Path, runtime: Path) -> None:
-        self._pty = pty
-        self._pid_file = pid_file
-        self._runtime = os.path.realpath(runtime)
-
-    def _runc_pid(self) -> int | None:
-        deadline = time.monotonic() + _PID_FILE_WAIT
-        while True:
-            try:
-                pid = int(self._pid_file.read_text())
-                break
-            except (OSError, ValueError):
-                if time.monotonic() > deadline:
-                    return None
-                time.sleep(0.01)  # no event tells when runc writes it
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-            parent = int(stat.rsplit(b")", 1)[1].split()[1])
-            if os.path.realpath(f"/proc/{parent}/exe") == self._runtime:
-                return parent
-        except (OSError, ValueError, IndexError):
-            pass
-        return None
-
-    def __call__(self, rows: int, cols: int) -> None:
-        self._pty.resize(rows, cols)
-        runc = self._runc_pid()
-        if runc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(runc, signal.SIGWINCH)
 
 
 class _Waiter:

@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -49,7 +49,6 @@ from criolib.conmon._logread import read_cri_log
 from criolib.conmon._stdio import Attachment, ExecProcess
 
 if TYPE_CHECKING:
-    from criolib.conmon._stdio import PipeStream, PtyStream
     from criolib.runtime_spec import RuntimeClient, RuntimeCommand
 
 __all__ = ["TIMED_OUT_MESSAGE", "ExecContext", "exec_stream", "exec_sync", "runtime_args"]
@@ -480,8 +479,5 @@ def exec_stream(ctx: ExecContext, record: dict[str, Any], runtime: RuntimeClient
     for fd in (start_w, attach_r):  # conmon reads the start pipe no more
         os.close(fd)
     session = _StreamExec(proc, sync, scratch, record)
-    # The Attachment speaks the same read/write/close_stdin/close as the streams
-    # ExecProcess is typed for (criolib's monitor hands it a pty or pipes).
-    stream = cast("PtyStream | PipeStream", attachment)
-    return ExecProcess(stream, wait=session.wait, resize=session.resize if tty else None,
+    return ExecProcess(attachment, wait=session.wait, resize=session.resize if tty else None,
                        container_id=cid, close=session.close)
