@@ -16,7 +16,8 @@ Every fixture that runs containers needs root, runc and crun, and (for the
     and a config.json written by :class:`~criolib.runtime_spec.Generator`, CRI-O's
     default profile). ``cmd`` is a shell script (run as ``/bin/sh -c cmd``) or an argv
     list; ``configure(gen)`` edits the spec before it is saved (memory limits,
-    namespaces...). Use the path it returns; each call makes a new directory.
+    namespaces...). Use the path it returns; each call makes a new directory. The
+    root filesystems are removed at the end of the test.
 ``monitor_backend`` / ``monitor`` (parametrised: ``"criolib"``, ``"conmon"``)
     The backend name, and ``open_monitor(name, run_dir=<tmp>/run)``. A test meant for
     one backend narrows it with
@@ -51,6 +52,7 @@ import contextlib
 import itertools
 import os
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -117,7 +119,7 @@ MakeBundle = Callable[..., Path]
 
 
 @pytest.fixture
-def make_bundle(busybox_rootfs: Path, tmp_path: Path) -> MakeBundle:
+def make_bundle(busybox_rootfs: Path, tmp_path: Path) -> Iterator[MakeBundle]:
     """Factory of bundles: ``make_bundle(cmd, *, terminal=False, configure=None, name=None)``."""
     bundles = tmp_path / "bundles"
     counter = itertools.count()
@@ -137,7 +139,12 @@ def make_bundle(busybox_rootfs: Path, tmp_path: Path) -> MakeBundle:
         gen.save(bundle)
         return bundle
 
-    return make
+    yield make
+    # Teardown runs after the fixtures that use the bundles (containers) have deleted
+    # their containers. The root filesystems go (2 MB each, and pytest keeps the tmp
+    # dirs of three runs); config.json stays for a post-mortem.
+    for rootfs in bundles.glob("*/rootfs"):
+        shutil.rmtree(rootfs, ignore_errors=True)
 
 
 # -- monitors ------------------------------------------------------------------------------
@@ -204,6 +211,7 @@ class Containers:
     def config(self, cmd: str | Sequence[str], *, container_id: str | None = None,
                terminal: bool = False, stdin: bool = False, stdin_once: bool = False,
                log: bool = True, group: str | None = None, log_size_max: int = -1,
+               persist_dir: Path | None = None,
                configure: Configure | None = None) -> ContainerConfig:
         """A ContainerConfig for ``cmd`` on a new bundle (nothing is created)."""
         cid = container_id or new_container_id()
@@ -211,7 +219,8 @@ class Containers:
         return ContainerConfig(
             container_id=cid, bundle=bundle, runtime=self.runtime, exit_dir=self.exit_dir,
             log_path=self.log_dir / f"{cid}.log" if log else None, terminal=terminal,
-            stdin=stdin, stdin_once=stdin_once, log_size_max=log_size_max, group=group)
+            stdin=stdin, stdin_once=stdin_once, log_size_max=log_size_max, group=group,
+            persist_dir=persist_dir)
 
     def create(self, cmd: str | Sequence[str], *, start: bool = True, **kwargs: Any) -> Ctr:
         """Create (and by default start) a container running ``cmd``."""
