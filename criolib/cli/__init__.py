@@ -30,6 +30,7 @@ GROUPS: dict[str, tuple[str, str]] = {
                "create containers under a monitor; status, wait, exec, attach (like conmon)"),
     "image": ("criolib.cli._image",
               "copy, inspect, pull and push images (like skopeo and podman)"),
+    "serve": ("criolib.cli._serve", "serve the Kubernetes CRI on a unix socket (like crio)"),
     "spec": ("criolib.cli._spec", "generate, validate and run OCI runtime configs (config.json)"),
     "storage": ("criolib.cli._storage",
                 "look after layers, images and containers on disk (like containers-storage)"),
