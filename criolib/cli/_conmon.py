@@ -10,11 +10,15 @@ under ``--run-dir``, with the backend that created it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import termios
 import threading
-from collections.abc import Callable
+import tty
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +124,7 @@ def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--terminal", "-t", action="store_true", help="give it a terminal")
     run.add_argument("--stdin", "-i", action="store_true", help="keep a stdin to attach to")
     run.add_argument("--stdin-once", action="store_true",
-                     help="close stdin when the first attach client leaves")
+                     help="close the container's stdin when any attach client leaves")
     run.add_argument("--group", help="share one criolib monitor with this group (a pod)")
     run.add_argument("--create-timeout", type=float, default=240.0, metavar="SECONDS")
     run.add_argument("--no-pivot", action="store_true")
@@ -176,10 +180,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     st = _monitor_for(args, args.id).status(args.id)
-    state = "running" if st.running else ("exited" if st.exit is not None else "lost")
+    state = ("creating" if st.creating else "running" if st.running else
+             "exited" if st.exit is not None else "lost")
     info: dict[str, Any] = {"id": st.container_id, "backend": st.backend, "state": state,
                             "pid": st.pid, "monitor_pid": st.monitor_pid,
-                            "log_path": None if st.log_path is None else str(st.log_path)}
+                            "log_path": None if st.log_path is None else str(st.log_path),
+                            "log_error": st.log_error, "log_dropped": st.log_dropped}
     if st.exit is not None:
         info |= {"exit_code": st.exit.exit_code, "finished_at": st.exit.finished_at,
                  "oom_killed": st.exit.oom_killed}
@@ -225,8 +231,10 @@ def _exec(args: argparse.Namespace) -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
-    attachment = _monitor_for(args, args.id).attach(args.id)
-    with attachment:
+    monitor = _monitor_for(args, args.id)
+    attachment = monitor.attach(args.id)
+    with attachment, local_terminal(attachment, _stdin_fd(),
+                                    terminal=_has_terminal(monitor, args.id)):
         if not args.no_stdin:
             threading.Thread(target=_pump_stdin, args=(attachment,), daemon=True).start()
         while (item := attachment.read()) is not None:
@@ -234,6 +242,67 @@ def _attach(args: argparse.Namespace) -> int:
             stream.write(item[1])
             stream.flush()
     return 0
+
+
+def _stdin_fd() -> int:
+    try:
+        return sys.stdin.fileno()
+    except (OSError, ValueError, AttributeError):
+        return -1  # no real stdin (closed, or replaced by a test): not a terminal
+
+
+def _has_terminal(monitor: Monitor, container_id: str) -> bool:
+    """Whether the container has a terminal, from its record (docs/conmon-design.md)."""
+    try:
+        record = json.loads((monitor.run_dir / container_id / "monitor.json").read_bytes())
+        return bool(record.get("terminal"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def forward_resize(attachment: Any, fd: int) -> bool:
+    """Send the local terminal's size (``fd``) to the container's; whether it was sent.
+
+    Called at attach and on each SIGWINCH, as ``podman attach`` does; a local fd that
+    is no terminal, or a monitor that refuses, is ignored (the attach goes on).
+    """
+    try:
+        size = os.get_terminal_size(fd)
+    except (OSError, ValueError):
+        return False
+    if size.lines < 1 or size.columns < 1:
+        return False  # a terminal whose size was never set
+    try:
+        attachment.resize(size.lines, size.columns)
+    except MonitorError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def local_terminal(attachment: Any, fd: int, *, terminal: bool) -> Iterator[bool]:
+    """While attached to a terminal container from a terminal: raw mode (keys, ^C
+    included, go to the container's terminal, which does the line editing and echo)
+    and SIGWINCH forwarded as resize; the terminal's modes are restored on the way
+    out. Yields whether raw mode is on (not when ``fd`` is no tty or the container has
+    no terminal)."""
+    if not terminal or fd < 0 or not os.isatty(fd):
+        yield False
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        previous = signal.signal(signal.SIGWINCH,
+                                 lambda signum, frame: forward_resize(attachment, fd))
+    except ValueError:  # not the main thread: no handler, the size is still sent once
+        previous = None
+    try:
+        tty.setraw(fd, termios.TCSANOW)
+        forward_resize(attachment, fd)
+        yield True
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        if previous is not None:
+            signal.signal(signal.SIGWINCH, previous)
 
 
 def _pump_stdin(attachment: Any) -> None:

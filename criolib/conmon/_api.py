@@ -47,12 +47,14 @@ DEFAULT_EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
 #: Lines longer than this are split into partial (P) records (containerd's default).
 DEFAULT_LOG_MAX_LINE = 16 * 1024
 
-# runc's and crun's own rule for ids, which also keeps them safe as file names.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]{0,1023}$")
+# runc's and crun's own characters for ids, which also keeps them safe as file names;
+# the id names a directory under the run dir, so it is at most NAME_MAX (255) bytes.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]{0,254}$")
 
 
 def check_container_id(container_id: object) -> str:
-    """``container_id`` if it is a usable id (letters, digits, ``_+.-``), else raise.
+    """``container_id`` if it is a usable id (letters, digits, ``_+.-``; at most 255
+    characters, as it names a directory), else raise.
 
     Raises :class:`InvalidMonitorConfig` naming the id.
     """
@@ -60,7 +62,8 @@ def check_container_id(container_id: object) -> str:
             ".", ".."):
         raise InvalidMonitorConfig(
             f"container id {container_id!r} is not usable: it must start with a letter or "
-            "digit and hold only letters, digits and '_', '+', '.', '-'")
+            "digit, hold only letters, digits and '_', '+', '.', '-', and be at most 255 "
+            "characters long (it names a directory)")
     return container_id
 
 
@@ -94,9 +97,9 @@ class ContainerConfig:
       conmon splits at its 8 KiB buffer);
     - ``terminal``: a pseudo-terminal through the runtime's console socket instead of
       pipes (config.json's ``process.terminal`` must agree); ``stdin``: keep a stdin
-      the caller can attach to; ``stdin_once``: close it when the first attach client
-      that wrote to it disconnects (CRI ``stdin_once``; conmon without
-      ``--leave-stdin-open``);
+      the caller can attach to; ``stdin_once``: close the container's stdin when any
+      attach client disconnects, whether or not it wrote (CRI ``stdin_once``; conmon
+      without ``--leave-stdin-open`` behaves so);
     - ``group``: containers with the same group share one criolib monitor process (a
       pod); None gives the container a monitor of its own. conmon ignores it.
     - ``create_timeout`` bounds the runtime's create; ``no_pivot``/``no_new_keyring``
@@ -175,10 +178,15 @@ class ExitStatus:
 class ContainerStatus:
     """What a monitor knows of a container.
 
-    ``running`` while its init is alive (created or started: ask the runtime which);
-    ``exit`` once it exited; neither when the monitor died without recording an exit
-    (``lost``: the caller should ask the runtime). ``pid`` is the init's host pid,
-    ``monitor_pid`` the monitor's (None when unknown).
+    ``creating`` while the monitor runs the runtime's ``create`` for it (criolib's
+    monitor only; no pid yet); ``running`` while its init is alive (created or
+    started: ask the runtime which); ``exit`` once it exited; none of them when the
+    monitor died without recording an exit (``lost``: the caller should ask the
+    runtime). ``pid`` is the init's host pid, ``monitor_pid`` the monitor's (None when
+    unknown). ``log_error`` is the last error writing the CRI log (a full disk, a
+    removed directory; None when the last write worked) and ``log_dropped`` how many
+    bytes of output the monitor could not write to it (criolib's monitor; conmon
+    reports neither: None and 0).
     """
 
     container_id: str
@@ -188,11 +196,14 @@ class ContainerStatus:
     running: bool
     exit: ExitStatus | None
     log_path: Path | None
+    creating: bool = False
+    log_error: str | None = None
+    log_dropped: int = 0
 
     @property
     def lost(self) -> bool:
-        """Neither running nor exited: the monitor is gone without a record."""
-        return not self.running and self.exit is None
+        """Neither creating, running nor exited: the monitor is gone without a record."""
+        return not self.running and not self.creating and self.exit is None
 
 
 @attrs.frozen

@@ -11,7 +11,9 @@ runs them, supervises the containers, writes logs and exit files.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -32,7 +34,9 @@ from criolib.conmon._client_conn import (
     NoMonitor,
     ReplyTimeout,
     group_lock,
+    receive,
     request,
+    send_request,
     spawn_daemon,
 )
 from criolib.conmon._client_exec import exec_stream, exec_sync
@@ -65,6 +69,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CriolibMonitor"]
 
+log = logging.getLogger("criolib.conmon")
+
 #: Extra time, beyond the create timeout, for the monitor's answer to a create.
 _CREATE_SLACK = 30.0
 #: How long ``status`` waits for the exit files of a container the monitor saw exit.
@@ -84,6 +90,10 @@ def _create_request(config: ContainerConfig, argv: Sequence[str], env: Mapping[s
         "exit_file": str(config.exit_dir / config.container_id), "persist_dir": str(persist),
         "attach": str(cdir / "attach"), "timeout": config.create_timeout,
     }
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _error_of(reply: dict[str, Any]) -> tuple[str, str]:
@@ -165,16 +175,19 @@ class CriolibMonitor:
         what = f"create of container {cid!r}"
         try:
             write_record(self._run_dir, record)
+            # The lock only covers finding (or starting) the monitor and handing it the
+            # request: once sent, the connection keeps the monitor busy, and a pod's
+            # other creates need not wait for this runtime create.
             with group_lock(self._monitors / f"{group}.lock"):
                 monitor_pid = self._connect_or_spawn(group, sock)
-                reply = request(str(sock), message, what,
-                                timeout=config.create_timeout + _CREATE_SLACK)
+                conn = send_request(str(sock), message, what)
         except OSError as exc:
             remove_container_dir(self._run_dir, cid)
             raise MonitorError(f"{what}: {exc}") from exc
         except BaseException:
             remove_container_dir(self._run_dir, cid)
             raise
+        reply = self._create_reply(config, conn, what)
         if not reply["ok"]:
             self._create_failed(config, command, reply)
         pid = reply.get("pid")
@@ -187,6 +200,45 @@ class CriolibMonitor:
             raise MonitorError(f"{what}: the container runs (pid {pid}) but its record "
                                f"cannot be written: {exc}") from exc
         return Created(container_id=cid, pid=pid, monitor_pid=monitor_pid)
+
+    def _create_reply(self, config: ContainerConfig, conn: socket.socket,
+                      what: str) -> dict[str, Any]:
+        """The monitor's answer to a create sent on ``conn`` (closed here).
+
+        A monitor that dies meanwhile may leave a created container behind: it is
+        deleted (best effort) and the error says how that went. A caller interrupted
+        here (KeyboardInterrupt, SystemExit) keeps the record: the monitor goes on
+        with the create and supervises the container, which a later process finds.
+        """
+        cid = config.container_id
+        try:
+            with contextlib.closing(conn):
+                reply, fds = receive(conn, config.create_timeout + _CREATE_SLACK, what)
+            for fd in fds:
+                os.close(fd)
+            return reply
+        except MonitorGone as exc:
+            outcome = self._delete_cut_off(config)
+            remove_container_dir(self._run_dir, cid)
+            raise MonitorGone(f"{what}: the monitor died during the runtime's create "
+                              f"({exc}); {outcome}") from exc
+        except Exception:
+            remove_container_dir(self._run_dir, cid)
+            raise
+
+    @staticmethod
+    def _delete_cut_off(config: ContainerConfig) -> str:
+        """``runtime delete --force`` of a create cut off halfway; what happened, in words."""
+        from criolib.runtime_spec import RuntimeSpecError
+
+        cid = config.container_id
+        try:
+            config.runtime.delete(cid, force=True)
+        except RuntimeSpecError as exc:
+            log.debug("container %r: delete after a cut-off create: %s", cid, exc)
+            return (f"deleting what the runtime may have created failed ({exc}); check "
+                    f"with the runtime whether container {cid!r} exists")
+        return f"the runtime's container {cid!r} was deleted (runtime delete --force)"
 
     def _prepare_dirs(self, config: ContainerConfig, persist: Path) -> None:
         """The container's, monitors', exit and persist dirs, without stale exits."""
@@ -291,29 +343,48 @@ class CriolibMonitor:
         raise MonitorError(f"container {cid!r}: wait failed in the monitor ({kind}: {text})")
 
     def status(self, container_id: str) -> ContainerStatus:
-        """The container's state: running, exited (with its exit) or lost."""
+        """The container's state: creating, running, exited (with its exit) or lost.
+
+        The monitor's ``status`` reply gives each container's ``state`` (``creating``,
+        ``running``, ``exited``) and its log's health (``log_error``, ``log_dropped``).
+        """
         record = self._record(container_id)
         found = read_exit(record)
-        running = False
+        running = creating = False
+        info: Any = None
+        pid, monitor_pid = record.get("pid"), record.get("monitor_pid")
         if found is None:
             try:
                 reply = self._ask(record, {"op": "status"}, timeout=10.0)
                 known = reply.get("containers") if reply["ok"] else None
                 info = known.get(container_id) if isinstance(known, dict) else None
+                if pid is None and isinstance(info, dict):
+                    # The record's writer died before it learnt them (a cut-off create).
+                    pid, monitor_pid = _int_or_none(info.get("pid")), reply.get("pid")
             except NoMonitor:
-                info = None
-            if isinstance(info, dict) and info.get("running"):
+                pass
+            if not isinstance(info, dict):
+                info = {}
+            state = info.get("state")
+            if state == "creating":
+                creating = True
+            elif state == "running" or (state is None and info.get("running")):
                 running = True
-            elif isinstance(info, dict):  # exited; its exit files are on their way
+            elif info and state in ("exited", None):  # its exit files are on their way
                 with contextlib.suppress(MonitorGone):
                     found = self._wait_record(record, _EXITING_WAIT)
             else:
                 found = read_exit(record)
-        log_path = record.get("log_path")
+        else:
+            info = {}
+        log_path, log_error, dropped = (record.get("log_path"), info.get("log_error"),
+                                        info.get("log_dropped"))
         return ContainerStatus(
-            container_id=container_id, backend="criolib", pid=record.get("pid"),
-            monitor_pid=record.get("monitor_pid"), running=running, exit=found,
-            log_path=None if log_path is None else Path(log_path))
+            container_id=container_id, backend="criolib", pid=pid,
+            monitor_pid=_int_or_none(monitor_pid), running=running, exit=found,
+            log_path=None if log_path is None else Path(log_path), creating=creating,
+            log_error=log_error if isinstance(log_error, str) else None,
+            log_dropped=_int_or_none(dropped) or 0)
 
     def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus | None:
         """The container's exit, waiting at most ``timeout`` s (None: until it exits).
@@ -361,6 +432,9 @@ class CriolibMonitor:
         kind, text = _error_of(reply)
         if kind == "exited":
             raise ContainerExited(gone)
+        if kind == "creating":
+            raise MonitorError(f"container {container_id!r} is still being created: "
+                               f"cannot {verb}")
         if kind == "unknown":
             raise MonitorGone(f"container {container_id!r}: its monitor no longer knows it; "
                               f"cannot {verb}")
@@ -377,9 +451,14 @@ class CriolibMonitor:
                                      "cols": cols}, "resize its terminal")
 
     def reopen_log(self, container_id: str) -> None:
-        """Close and open the container's log file again (after a rotation)."""
-        self._control(container_id, {"op": "reopen_log", "id": container_id},
-                      "reopen its log")
+        """Close and open the container's log file again (after a rotation).
+
+        A log that cannot be opened (its directory removed, a full disk) raises
+        :class:`MonitorError` naming the path; the container keeps running.
+        """
+        log_path = self._record(container_id).get("log_path")
+        verb = "reopen its log" if log_path is None else f"reopen its log {log_path}"
+        self._control(container_id, {"op": "reopen_log", "id": container_id}, verb)
 
     # -- exec ---------------------------------------------------------------------------
 
@@ -468,10 +547,14 @@ class CriolibMonitor:
     def forget(self, container_id: str) -> None:
         """Remove the record of a container that is no longer running.
 
-        The runtime's state is the caller's (``runtime.delete``); a running container
-        raises :class:`MonitorError`.
+        The runtime's state is the caller's (``runtime.delete``); a running container,
+        or one still being created, raises :class:`MonitorError`.
         """
-        if self.status(container_id).running:
+        status = self.status(container_id)
+        if status.creating:
+            raise MonitorError(f"container {container_id!r} is still being created: wait "
+                               "for the create to end (and delete it) before forgetting it")
+        if status.running:
             raise MonitorError(f"container {container_id!r} is still running: stop it "
                                "before forgetting it")
         remove_container_dir(self._run_dir, container_id)

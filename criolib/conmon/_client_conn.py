@@ -2,8 +2,10 @@
 
 docs/conmon-design.md: one SEQPACKET connection per request to
 ``<run_dir>/monitors/<group>.sock``; the group's ``.lock`` is held (flock) by a client
-while it connects (or starts the monitor) and creates, and by a monitor while it
-decides to exit, so a client never talks to a monitor that is on its way out.
+while it connects (or starts the monitor) and sends its create request, and by a
+monitor while it decides to exit, so a client never talks to a monitor that is on its
+way out. The lock is released before the runtime's create runs: the monitor counts the
+open connection as busy, so the creates of a pod run side by side.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "log_tail",
     "receive",
     "request",
+    "send_request",
     "spawn_daemon",
 ]
 
@@ -111,18 +114,32 @@ def receive(sock: socket.socket, timeout: float | None,
     return message, fds
 
 
+def send_request(path: str, message: dict[str, Any], what: str,
+                 fds: Sequence[int] = ()) -> socket.socket:
+    """A new connection to the monitor with ``message`` sent on it (the caller reads
+    the reply with :func:`receive` and closes it).
+
+    Once this returns the connection sits in the monitor's accept queue (or is
+    accepted): a monitor deciding to exit accepts it under the group lock and stays.
+    """
+    sock = connect(path, what)
+    try:
+        send_msg(sock, message, list(fds))
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        sock.close()
+        raise NoMonitor(f"{what}: the monitor closed the connection ({exc.strerror})"
+                        ) from exc
+    except (OSError, _WireError) as exc:
+        sock.close()
+        raise MonitorError(f"{what}: cannot send the request to the monitor: "
+                           f"{exc}") from exc
+    return sock
+
+
 def request(path: str, message: dict[str, Any], what: str, *, timeout: float | None = 30.0,
             fds: Sequence[int] = ()) -> dict[str, Any]:
     """Send one request on a new connection and return the reply (fds closed)."""
-    with contextlib.closing(connect(path, what)) as sock:
-        try:
-            send_msg(sock, message, list(fds))
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise NoMonitor(f"{what}: the monitor closed the connection ({exc.strerror})"
-                            ) from exc
-        except (OSError, _WireError) as exc:
-            raise MonitorError(f"{what}: cannot send the request to the monitor: "
-                               f"{exc}") from exc
+    with contextlib.closing(send_request(path, message, what, fds)) as sock:
         reply, got = receive(sock, timeout, what)
         for fd in got:
             os.close(fd)

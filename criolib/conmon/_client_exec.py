@@ -28,7 +28,6 @@ from criolib.conmon._errors import (
     ExecFailed,
     InvalidMonitorConfig,
     MonitorError,
-    MonitorGone,
     MonitorProtocolError,
 )
 from criolib.conmon._stdio import ExecProcess, PipeStream, PtyStream
@@ -132,8 +131,14 @@ def _event(sock: socket.socket, timeout: float | None, what: str,
     kind, text = str(reply.get("error")), str(reply.get("message", ""))
     if kind == "exited":
         raise ContainerExited(f"{what}: the container has exited")
+    if kind == "creating":
+        # Not ContainerExited: the container is on its way up, not gone.
+        raise MonitorError(f"{what}: the container is still being created; exec once "
+                           "its create is done")
     if kind == "unknown":
-        raise MonitorGone(f"{what}: its monitor no longer knows the container")
+        # The monitor drops exited containers after a while: the exit file tells
+        # an exit (ContainerExited) from a monitor that lost it (MonitorGone).
+        raise exited("exec")
     raise MonitorError(f"{what}: the monitor refused it ({kind}: {text})")
 
 

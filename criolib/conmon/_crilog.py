@@ -12,6 +12,7 @@ is sans-I/O; :class:`LogFile` is the thin I/O shell with conmon's size maximum.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -120,20 +121,33 @@ class CRILogFramer:
 class LogFile:
     """The CRI log file: append records, keep it under ``size_max``, reopen on request.
 
-    ``size_max`` > 0: a record that would take the file past it first truncates the
-    file to 0 (conmon's ``--log-size-max``); a single record larger than the maximum is
-    still written whole. Reopen (after the kubelet rotated the file) closes the path
-    and opens it again (``O_WRONLY|O_APPEND|O_CREAT``, 0600), the size counted from the
-    new file. ``OSError`` from open or write goes to the caller.
+    ``size_max`` > 0: a record that would take the file past it first starts a new file,
+    as conmon does: ``<path>.tmp`` is opened with ``O_TRUNC`` and renamed over the log (a
+    new inode; a reader holding the old file keeps what it had). A single record larger
+    than the maximum is still written whole. Reopen (after the kubelet rotated the file)
+    closes the path and opens it again (``O_WRONLY|O_APPEND|O_CREAT``, 0600), the size
+    counted from the new file. ``OSError`` from open goes to the caller.
+
+    A failed write (a full disk, EIO) must not leave half a record that later records
+    would join onto: the file is cut back to its last whole record (:attr:`size`), the
+    records of that write are counted in :attr:`dropped`, :attr:`error` keeps the last
+    error's text, and the ``OSError`` goes to the caller (which reports the first one and
+    then at most one per :data:`REPORT_EVERY` seconds, see :meth:`report_due`).
     """
 
-    __slots__ = ("fd", "path", "size", "size_max")
+    __slots__ = ("dropped", "error", "fd", "path", "reported_at", "size", "size_max")
+
+    #: Seconds between two reports of write errors (the first is reported at once).
+    REPORT_EVERY = 10.0
 
     def __init__(self, path: str, size_max: int = -1) -> None:
         self.path = path
         self.size_max = size_max
         self.fd = -1
         self.size = 0
+        self.dropped = 0
+        self.error: str | None = None
+        self.reported_at: float | None = None
         self.reopen()
 
     def reopen(self) -> None:
@@ -145,20 +159,44 @@ class LogFile:
         self.size = os.fstat(fd).st_size
 
     def write(self, records: bytes) -> None:
-        """Append ``records`` (whole records, each ending in a newline)."""
+        """Append ``records`` (whole records, each ending in a newline).
+
+        On ``OSError`` the file is left ending with a whole record and the error is
+        raised after being recorded (:attr:`error`, :attr:`dropped`).
+        """
         if not records:
             return
-        size_max = self.size_max
-        if size_max > 0 and self.size + len(records) > size_max:
-            # Rare: decide record by record where the truncations fall.
-            for record in records[:-1].split(b"\n"):
-                one = record + b"\n"
-                if self.size + len(one) > size_max:
-                    os.ftruncate(self.fd, 0)
-                    self.size = 0
-                self._write_all(one)
-            return
-        self._write_all(records)
+        done = 0
+        try:
+            size_max = self.size_max
+            if size_max > 0 and self.size + len(records) > size_max:
+                # Rare: decide record by record where the new files start.
+                for record in records[:-1].split(b"\n"):
+                    one = record + b"\n"
+                    if self.size + len(one) > size_max:
+                        self._start_over()
+                    self._write_all(one)
+                    done += len(one)
+                return
+            self._write_all(records)
+        except OSError as exc:
+            self._failed(exc, len(records) - done)
+            raise
+
+    def _start_over(self) -> None:
+        # conmon's reopen at log-size-max: a new file under the same name.
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     0o600)
+        try:
+            os.rename(tmp, self.path)
+        except OSError:
+            os.close(fd)
+            raise
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd = fd
+        self.size = 0
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -166,6 +204,26 @@ class LogFile:
             n = os.write(self.fd, view)
             view = view[n:]
         self.size += len(data)
+
+    def _failed(self, exc: OSError, dropped: int) -> None:
+        self.dropped += dropped
+        self.error = f"{exc.strerror or exc} writing {self.path}"
+        if self.fd >= 0:
+            try:
+                # O_APPEND: the next record goes right after the last whole one.
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                # Cannot cut: count from what is there (the next record starts a line
+                # of its own only if the kernel wrote nothing; nothing better to do).
+                with contextlib.suppress(OSError):
+                    self.size = os.fstat(self.fd).st_size
+
+    def report_due(self, now: float) -> bool:
+        """Whether a write error seen at ``now`` (monotonic) should be reported."""
+        if self.reported_at is not None and now - self.reported_at < self.REPORT_EVERY:
+            return False
+        self.reported_at = now
+        return True
 
     def sync(self) -> None:
         """fsync the file (once, when the container exited)."""

@@ -116,8 +116,28 @@ def main(argv: list[str]) -> int:
     return loop.run()
 
 
+def _spare_from_oom_killer() -> None:
+    """Write -1000 to ``/proc/self/oom_score_adj``, as conmon does: the OOM killer then
+    spares the monitor, which must outlive its containers to record their exits.
+
+    Lowering it needs CAP_SYS_RESOURCE; without it (EACCES/EPERM) we run at the score
+    we got, silently.
+    """
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    except PermissionError:
+        return
+    try:
+        os.write(fd, b"-1000")
+    except PermissionError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _setup(socket_path: str, lock_path: str, idle_exit: float) -> Loop:
     become_subreaper()
+    _spare_from_oom_killer()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_IGN)
     devnull = os.open(os.devnull, os.O_RDWR)

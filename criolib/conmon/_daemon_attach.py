@@ -240,9 +240,16 @@ class AttachClient:
             self.flush()
 
     def close(self) -> None:
-        """Close the connection and leave the server."""
+        """Close the connection and leave the server.
+
+        A client that goes while it could still send (an error, a hang-up, dropped
+        as stuck, or never read because stdin was paused) ends its input: the same
+        ``on_stdin_eof`` as a 0-byte recv (conmon's ``terminate_remote_sock``).
+        """
         if self.sock.fileno() < 0:
             return
+        could_send = self.stdin_open and not self.server.closing
+        self.stdin_open = False
         self.server.loop.unwatch(self.sock)
         self.sock.close()
         if self.timer is not None:
@@ -251,3 +258,5 @@ class AttachClient:
         self.queue.clear()
         self.queued = 0
         self.server.dropped(self)
+        if could_send:
+            self.server.on_stdin_eof()

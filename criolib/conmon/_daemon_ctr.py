@@ -6,10 +6,17 @@ docs/conmon-design.md "criolib monitor wire protocol" (``create``, ``wait``,
 us, a subreaper) is watched through a pidfd. Stdlib only.
 
 stdin: attach clients' packets go to the stdin pipe (or the pty master), queued while
-the pipe is full. With ``stdin_once`` the first client to end its input closes the
-container's stdin: for pipes the container reads EOF; for a terminal only our
-duplicate of the master is closed, so the container sees nothing (a pty has no
-"close the writing side"; conmon leaves the pty open the same way).
+the pipe is full (past :data:`STDIN_LIMIT` no client is read until it drains). With
+``stdin_once`` the container's stdin is closed the first time any attach client's input
+ends while it could still send, as conmon's ``terminate_remote_sock`` does: its recv
+returns 0 bytes (it shut down writing, or closed), its recv or send fails (e.g.
+ECONNRESET: it closed with output unread), or it is dropped (stuck for 30 s) or goes
+away while its stdin was not being read (paused by a full stdin queue). Clients closed
+because the container exited do not count. Queued stdin is written first. For pipes
+the container reads EOF; for a terminal only our duplicate of the master is closed, so
+the container sees nothing (a pty has no "close the writing side"; conmon leaves the
+pty open the same way). An exited container is dropped from the monitor's table once
+its exit files are written and its waiters answered.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import struct
 import termios
 import time
 
-from criolib.conmon._crilog import CRILogFramer, LogFile, format_timestamp
+from criolib.conmon._crilog import CRILogFramer, LogFile
 from criolib.conmon._daemon_attach import AttachServer
 from criolib.conmon._daemon_loop import _BadRequest
+from criolib.conmon._daemon_output import READ_SIZE, OutputMixin, grow_pipe
 from criolib.conmon._daemon_proc import (
     ConsoleSocket,
     describe,
@@ -41,19 +49,11 @@ from criolib.conmon._exitfile import memory_cgroup_dir, oom_kill_count, write_ex
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from criolib.conmon._daemon_loop import ControlConn, Loop, Timer
 
-__all__ = ["READ_SIZE", "STDIN_LIMIT", "Container"]
+__all__ = ["STDIN_LIMIT", "Container"]
 
-#: Bytes per read of the container's output: framing is fastest around 128 KiB (bigger
-#: reads cost more in allocation than they save in loop turns; measured).
-READ_SIZE = 128 * 1024
-#: The size output pipes are grown to (see _grow_pipe).
-PIPE_SIZE = 1024 * 1024
-#: fcntl F_SETPIPE_SZ (linux/fcntl.h).
-_F_SETPIPE_SZ = 1031
 #: Stdin queued for the container past which attach clients are not read.
 STDIN_LIMIT = 1024 * 1024
 
@@ -96,7 +96,7 @@ class _SpawnFailed(Exception):
     """The runtime binary could not be executed."""
 
 
-class Container:
+class Container(OutputMixin):
     """A container from its runtime ``create`` to its exit files."""
 
     def __init__(self, loop: Loop, cid: str, message: dict[str, object]) -> None:
@@ -140,6 +140,8 @@ class Container:
         self.close_stdin_when_flushed = False
         self.paused = False
         self.log: LogFile | None = None
+        self.log_error: str | None = None
+        self.log_dropped = 0
         self.log_created = False
         self.attach: AttachServer | None = None
         self.cgroup: str | None = None
@@ -159,6 +161,7 @@ class Container:
         if old is not None and old.state in ("creating", "running"):
             raise _BadRequest(f"container {cid!r} is already supervised", "exists")
         ctr = cls(loop, cid, message)
+        loop.forgotten.pop(cid, None)
         ctr.conn = conn
         try:
             ctr._spawn_create()
@@ -200,7 +203,7 @@ class Container:
                 self.outputs[err_r] = "stderr"
                 child.append(err_w)
                 for fd in (out_r, err_r):
-                    _grow_pipe(fd)
+                    grow_pipe(fd)
                 in_r = devnull
                 if self.stdin:
                     in_r, self.stdin_fd = os.pipe2(os.O_CLOEXEC)
@@ -355,72 +358,6 @@ class Container:
             self.loop.children.discard(self.pid)
             self.loop.sigchld = True
 
-    # -- output ------------------------------------------------------------------------
-
-    def _resume(self) -> None:
-        self.paused = False
-        for fd, stream in self.outputs.items():
-            self.loop.watch(fd, selectors.EVENT_READ, self._reader(fd, stream))
-
-    def _pause(self) -> None:
-        self.paused = True
-        for fd in self.outputs:
-            self.loop.unwatch(fd)
-
-    def _unblocked(self) -> None:
-        if self.paused and self.state == "running":
-            self._resume()
-
-    def _reader(self, fd: int, stream: str) -> Callable[[int], None]:
-        def readable(mask: int) -> None:
-            self._readable(fd, stream)
-        return readable
-
-    def _readable(self, fd: int, stream: str) -> None:
-        for _ in range(8):
-            if not self._read_once(fd, stream, drain=False) or self.paused:
-                return
-
-    def _read_once(self, fd: int, stream: str, *, drain: bool) -> bool:
-        """Read once from ``fd``; False at EAGAIN or end of the stream."""
-        try:
-            data = os.read(fd, READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            # EIO: a pty whose slave side is closed everywhere.
-            if exc.errno != errno.EIO:
-                diag(f"container {self.id}: reading {stream}: {exc}")
-            data = b""
-        if not data:
-            self.loop.unwatch(fd)
-            del self.outputs[fd]
-            if fd != self.master:
-                os.close(fd)
-            return False
-        self._emit(stream, data, drain)
-        return True
-
-    def _emit(self, stream: str, data: bytes, drain: bool) -> None:
-        if self.log is not None:
-            try:
-                self.log.write(self.framer.frame(stream, data,
-                                                 format_timestamp(time.time_ns())))
-            except OSError as exc:
-                diag(f"container {self.id}: cannot write log {self.log_path}: {exc}")
-        if self.attach is not None and self.attach.broadcast(stream, data) and not drain:
-            self._pause()
-
-    def _close_outputs(self) -> None:
-        for fd in list(self.outputs):
-            self.loop.unwatch(fd)
-            if fd != self.master:
-                os.close(fd)
-        self.outputs.clear()
-        if self.master is not None:
-            os.close(self.master)
-            self.master = None
-
     # -- stdin -------------------------------------------------------------------------
 
     def _stdin_data(self, data: bytes) -> None:
@@ -500,16 +437,15 @@ class Container:
         self._exited(code, finished)
 
     def _exited(self, code: int, finished_ns: int) -> None:
-        # What the init wrote before dying is in the pipes: read to EAGAIN, not EOF (a
-        # process it left behind may hold the pipes open for ever).
-        for fd, stream in list(self.outputs.items()):
-            while self._read_once(fd, stream, drain=True):
-                pass
+        # What the init wrote before dying is in the pipes: read it, bounded (a process
+        # it left behind may hold the pipes open and write for ever).
+        self._drain()
         self._close_outputs()
         self._close_stdin()
         if self.log is not None:
             with contextlib.suppress(OSError):
                 self.log.sync()
+            self.log_error, self.log_dropped = self.log.error, self.log.dropped
             self.log.close()
             self.log = None
         now = oom_kill_count(self.cgroup)
@@ -529,6 +465,11 @@ class Container:
         for conn in waiters:
             conn.on_close = None
             conn.reply(self._wait_reply())
+        # Dropped now, so a long-lived group's table does not grow: status no longer
+        # lists it; a late wait gets the kept reply (or "unknown" once that is gone
+        # too: the client then reads the exit file written above).
+        if self.loop.containers.get(self.id) is self:
+            self.loop.forget(self.id, self._wait_reply())
 
     def _wait_reply(self) -> dict[str, object]:
         return {"ok": True, "exit_code": self.exit_code, "oom": self.oom,
@@ -541,9 +482,16 @@ class Container:
         return self.state in ("creating", "running")
 
     def status(self) -> dict[str, object]:
-        """The ``status`` reply's entry for this container."""
+        """The ``status`` reply's entry for this container.
+
+        ``log_error``: the text of the last failed log write (null if none),
+        ``log_dropped``: the bytes of records dropped by failed writes so far.
+        """
+        if self.log is not None:
+            self.log_error, self.log_dropped = self.log.error, self.log.dropped
         return {"pid": self.pid, "running": self.state == "running",
-                "exit_code": self.exit_code, "oom": self.oom, "state": self.state}
+                "exit_code": self.exit_code, "oom": self.oom, "state": self.state,
+                "log_error": self.log_error, "log_dropped": self.log_dropped}
 
     def add_waiter(self, conn: ControlConn) -> None:
         """Answer ``conn`` once the exit files are written (now, if they are)."""
@@ -571,14 +519,3 @@ class Container:
                 raise _BadRequest(f"container {self.id!r}: cannot reopen log "
                                   f"{self.log_path}: {exc.strerror}", "internal") from exc
 
-
-def _grow_pipe(fd: int) -> None:
-    """Give a container output pipe 1 MiB (the default unprivileged maximum).
-
-    A burst then fills one pipe before the container blocks, and a wake-up of the
-    monitor finds more to read and frame at once: fewer loop turns per megabyte, which
-    is what bounds the log throughput (bench/conmon_monitor.py).
-    """
-    # pipe-max-size lowered by the admin: the 64 KiB default still works.
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)

@@ -9,6 +9,9 @@ the runtime's process group are SIGKILLed and ``timed_out`` is reported. Stdlib 
 A runtime exec with ``--detach`` (runc accepts ``--console-socket`` only with it; conmon
 always detaches) exits once the process runs: the daemon, a subreaper, then waits for
 the process named in ``pid_file`` and reports *its* status, as conmon does.
+
+An exec for a container whose create still runs is refused with error ``"creating"``
+(not ``"exited"``: it is on its way up); one that exited with ``"exited"``.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class Exec:
         if timeout is not None and (not isinstance(timeout, (int, float))
                                     or isinstance(timeout, bool) or timeout <= 0):
             raise _BadRequest(f"field 'timeout' must be seconds > 0 or null, not {timeout!r}")
+        if ctr.state == "creating":
+            raise _BadRequest(f"container {ctr.id!r} is still being created", "creating")
         if not ctr.alive() or ctr.state != "running":
             raise _BadRequest(f"container {ctr.id!r} is not running ({ctr.state})", "exited")
         ex = cls(loop, conn, ctr, pid_file,  # type: ignore[arg-type]

@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from criolib.conmon._daemon_ctr import Container
     from criolib.conmon._daemon_exec import Exec
 
-__all__ = ["ControlConn", "Loop", "Timer"]
+__all__ = ["FORGOTTEN_KEPT", "ControlConn", "Loop", "Timer"]
+
+#: How many exited containers' wait replies the daemon keeps after dropping them.
+FORGOTTEN_KEPT = 64
 
 
 class _BadRequest(Exception):
@@ -136,6 +139,11 @@ class Loop:
         self.idle_exit = idle_exit
         self.timers: list[Timer] = []
         self.containers: dict[str, Container] = {}
+        #: The wait replies of the last :data:`FORGOTTEN_KEPT` containers that exited
+        #: and were dropped from :attr:`containers` (oldest first): a late ``wait`` still
+        #: gets the exit and an ``exec`` gets "exited", in bounded memory; older ones
+        #: are "unknown" (the client then reads the exit file).
+        self.forgotten: dict[str, dict[str, object]] = {}
         self.execs: set[Exec] = set()
         self.conns: set[ControlConn] = set()
         #: pids reaped through their pidfd, never by the orphan sweep.
@@ -201,8 +209,15 @@ class Loop:
             if idle_since is not None:
                 deadlines.append(idle_since + self.idle_exit)
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            for key, mask in self.sel.select(timeout):
-                self._guard(key.data, mask)
+            ready = self.sel.select(timeout)
+            current = self.sel.get_map()
+            for key, mask in ready:
+                # An earlier callback of this batch may have unwatched (and closed)
+                # this fd, or changed what is watched on it: its event is stale, and the
+                # fd number may already name another file. Level-triggered: a live
+                # event comes again at the next select.
+                if current.get(key.fileobj) is key:
+                    self._guard(key.data, mask)
 
     def _guard(self, callback: Callable[..., object], *args: object) -> None:
         # One bad client or container must never take the loop down.
@@ -230,6 +245,14 @@ class Loop:
                 return
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(info.si_pid, os.WNOHANG)
+
+    def forget(self, cid: str, wait_reply: dict[str, object]) -> None:
+        """Drop the exited container ``cid``, keeping its wait reply (bounded)."""
+        self.containers.pop(cid, None)
+        self.forgotten.pop(cid, None)
+        self.forgotten[cid] = wait_reply
+        while len(self.forgotten) > FORGOTTEN_KEPT:
+            del self.forgotten[next(iter(self.forgotten))]
 
     def reaped(self, pid: int) -> None:
         """``pid`` was waited for: forget it, and sweep orphans it may have hidden."""
@@ -282,6 +305,8 @@ class Loop:
         if not isinstance(cid, str):
             raise _BadRequest(f"field 'id' must be a string, not {cid!r}")
         ctr = self.containers.get(cid)
+        if ctr is None and cid in self.forgotten:
+            raise _BadRequest(f"container {cid!r} has exited", "exited")
         if ctr is None:
             raise _BadRequest(f"container {cid!r} is not supervised by this monitor",
                              "unknown")
@@ -298,11 +323,20 @@ class Loop:
         if op == "create":
             Container.create(self, conn, message)
         elif op == "status":
-            conn.reply({"ok": True, "pid": os.getpid(),
-                        "containers": {cid: c.status() for cid, c in self.containers.items()},
-                        "modules": sorted(sys.modules)})
+            reply: dict[str, object] = {
+                "ok": True, "pid": os.getpid(),
+                "containers": {cid: c.status() for cid, c in self.containers.items()}}
+            if message.get("debug") is True:
+                # Only on request: the list is long and costs every status call.
+                reply["modules"] = sorted(sys.modules)
+            conn.reply(reply)
         elif op == "wait":
-            self.container(message).add_waiter(conn)
+            cid = message.get("id")
+            done = self.forgotten.get(cid) if isinstance(cid, str) else None
+            if done is not None:
+                conn.reply(done)
+            else:
+                self.container(message).add_waiter(conn)
         elif op == "resize":
             rows, cols = message.get("rows"), message.get("cols")
             if not (_is_u16(rows) and _is_u16(cols)):

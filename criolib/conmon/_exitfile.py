@@ -34,13 +34,28 @@ def _write_atomic(path: str, data: bytes, when_ns: int) -> None:
 
 def write_exit_files(exit_file: str, persist_dir: str | None, exit_code: int, when_ns: int,
                      oom: bool) -> None:
-    """Record a container's exit: ``oom`` first, then persist ``exit``, then ``exit_file``."""
+    """Record a container's exit: ``oom`` first, then persist ``exit``, then ``exit_file``.
+
+    Each file is tried on its own, in that order: a persist dir that cannot be written
+    (removed, full) must not cost the exit file, which is what waiters and the
+    CRI read. The first ``OSError`` is raised after all were tried (the monitor logs it).
+    """
     data = str(exit_code).encode()
+    targets: list[tuple[str, bytes]] = []
     if persist_dir is not None:
         if oom:
-            _write_atomic(os.path.join(persist_dir, "oom"), b"", when_ns)
-        _write_atomic(os.path.join(persist_dir, "exit"), data, when_ns)
-    _write_atomic(exit_file, data, when_ns)
+            targets.append((os.path.join(persist_dir, "oom"), b""))
+        targets.append((os.path.join(persist_dir, "exit"), data))
+    targets.append((exit_file, data))
+    first: OSError | None = None
+    for path, content in targets:
+        try:
+            _write_atomic(path, content, when_ns)
+        except OSError as exc:
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
 
 
 def read_exit_file(path: str) -> tuple[int, int] | None:
@@ -63,10 +78,17 @@ def read_exit_file(path: str) -> tuple[int, int] | None:
         raise ValueError(f"exit file {path} does not hold an exit code: {data[:32]!r}") from None
 
 
-def memory_cgroup_dir(pid: int) -> str | None:
-    """The memory cgroup directory of ``pid`` (v1 memory controller, else v2), or None."""
+def memory_cgroup_dir(pid: int, *, proc_root: str = "/proc",
+                      cgroup_root: str = "/sys/fs/cgroup") -> str | None:
+    """The memory cgroup directory of ``pid`` (v1 memory controller, else v2), or None.
+
+    ``proc_root`` and ``cgroup_root`` are where procfs and the cgroup mounts are (tests
+    point them at fake trees). v1: the ``memory`` line of ``/proc/<pid>/cgroup`` under
+    ``<cgroup_root>/memory``; v2: the ``0::`` line under ``<cgroup_root>/unified``
+    (hybrid) or ``<cgroup_root>`` (unified), where ``memory.events`` exists.
+    """
     try:
-        with open(f"/proc/{pid}/cgroup", "rb") as f:
+        with open(f"{proc_root}/{pid}/cgroup", "rb") as f:
             lines = f.read().decode().splitlines()
     except OSError:
         return None
@@ -75,13 +97,13 @@ def memory_cgroup_dir(pid: int) -> str | None:
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         if "memory" in controllers.split(","):
-            candidate = f"/sys/fs/cgroup/memory{path}"
+            candidate = f"{cgroup_root}/memory{path}"
             if os.path.isdir(candidate):
                 return candidate
         if hierarchy == "0" and controllers == "":
             v2 = path
     if v2 is not None:
-        for base in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        for base in (f"{cgroup_root}/unified", cgroup_root):
             candidate = f"{base}{v2}"
             if os.path.exists(f"{candidate}/memory.events"):
                 return candidate
@@ -93,7 +115,8 @@ def oom_kill_count(cgroup_dir: str | None) -> int | None:
     if cgroup_dir is None:
         return None
     for name in ("memory.events", "memory.oom_control"):
-        with contextlib.suppress(OSError), open(os.path.join(cgroup_dir, name), "rb") as f:
+        with contextlib.suppress(OSError, ValueError), \
+                open(os.path.join(cgroup_dir, name), "rb") as f:
             for line in f.read().decode().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":

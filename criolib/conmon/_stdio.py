@@ -5,7 +5,9 @@
   SOCK_SEQPACKET``; every packet from the monitor is one stream byte (``STDOUT`` = 2,
   ``STDERR`` = 3, conmon's ``ATTACH_PIPE_STDOUT``/``ATTACH_PIPE_STDERR``) followed by at
   most 8192 bytes of output; every packet to the monitor is stdin data; shutting down the
-  writing side ends this client's stdin (and, with ``stdin_once``, the container's).
+  writing side ends this client's stdin. With ``stdin_once`` the container's stdin is
+  closed when *any* attach client goes away (shuts down writing or closes), whether or
+  not it wrote: conmon's behaviour, which criolib's monitor follows.
 - :class:`PtyStream` (a terminal's master side) and :class:`PipeStream` (stdout and
   stderr pipes merged with a selector, and an optional stdin pipe): the stdio of a
   streaming exec, with the same ``read``/``write``/``close_stdin``/``close`` interface.

@@ -50,8 +50,11 @@ def recv_msg(sock: socket.socket) -> tuple[dict[str, object] | None, list[int]]:
     """Receive one message and the fds that came with it; (None, []) at end of stream.
 
     The caller owns (and must close) the returned fds, also when it rejects the message.
+    They arrive close-on-exec (``MSG_CMSG_CLOEXEC``, atomically): a process the monitor
+    spawns gets only the ones it dup2's onto its stdio, never the others.
     """
-    data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * 4))
+    data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * 4),
+                                           socket.MSG_CMSG_CLOEXEC)
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -3,14 +3,22 @@ driven from the command line alone."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
+import struct
 import subprocess
 import sys
+import termios
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from criolib.cli import main
+from criolib.cli._conmon import forward_resize, local_terminal
+from criolib.conmon import MonitorError
 from criolib.testing import require_root
 
 from .conftest import Containers, MakeBundle, new_container_id
@@ -127,3 +135,87 @@ def test_a_container_from_the_command_line(containers: Containers, make_bundle: 
     assert (waited.returncode, waited.stdout) == (0, "3\n")
     assert "state: exited\n" in _run("status", cid, *where).stdout
     assert (tmp_path / "exits" / cid).read_text() == "3"
+
+
+# -- attach from a terminal -----------------------------------------------------------------
+
+
+class _Attachment:
+    """Records the resizes an attach would send to the monitor."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.sizes: list[tuple[int, int]] = []
+        self.refuse = refuse
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.refuse:
+            raise MonitorError("container 'c': resize failed in the monitor")
+        self.sizes.append((rows, cols))
+
+
+@pytest.fixture
+def pty_slave() -> Iterator[int]:
+    """The slave side of a new pseudo-terminal (a tty without a real terminal)."""
+    master, slave = os.openpty()
+    yield slave
+    os.close(master)
+    os.close(slave)
+
+
+def _set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def test_forward_resize_sends_the_local_terminal_size(pty_slave: int) -> None:
+    att = _Attachment()
+    _set_size(pty_slave, 40, 120)
+    assert forward_resize(att, pty_slave) is True
+    assert att.sizes == [(40, 120)]
+    read_end, write_end = os.pipe()
+    try:
+        assert forward_resize(att, read_end) is False  # not a terminal: nothing sent
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    _set_size(pty_slave, 0, 0)
+    assert forward_resize(att, pty_slave) is False  # a size never set
+    assert att.sizes == [(40, 120)]
+    _set_size(pty_slave, 24, 80)
+    assert forward_resize(_Attachment(refuse=True), pty_slave) is False  # attach goes on
+
+
+def test_attach_from_a_terminal_is_raw_and_forwards_sigwinch(pty_slave: int) -> None:
+    att = _Attachment()
+    _set_size(pty_slave, 24, 80)
+    before = termios.tcgetattr(pty_slave)
+    assert before[3] & termios.ICANON and before[3] & termios.ECHO
+    handler = signal.getsignal(signal.SIGWINCH)
+    with local_terminal(att, pty_slave, terminal=True) as raw:
+        assert raw is True
+        lflag = termios.tcgetattr(pty_slave)[3]
+        assert not lflag & (termios.ICANON | termios.ECHO | termios.ISIG)
+        assert att.sizes == [(24, 80)]  # the size at attach
+        _set_size(pty_slave, 50, 132)
+        signal.raise_signal(signal.SIGWINCH)  # the handler runs before this returns
+        assert att.sizes == [(24, 80), (50, 132)]
+    assert termios.tcgetattr(pty_slave) == before
+    assert signal.getsignal(signal.SIGWINCH) is handler
+
+
+def test_attach_without_a_tty_or_a_terminal_container_leaves_modes_alone(
+        pty_slave: int) -> None:
+    att = _Attachment()
+    read_end, write_end = os.pipe()
+    before = termios.tcgetattr(pty_slave)
+    try:
+        with local_terminal(att, read_end, terminal=True) as raw:  # stdin is a pipe
+            assert raw is False
+        with local_terminal(att, -1, terminal=True) as raw:  # no stdin at all
+            assert raw is False
+        with local_terminal(att, pty_slave, terminal=False) as raw:  # no terminal to feed
+            assert raw is False
+            assert termios.tcgetattr(pty_slave) == before
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert att.sizes == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from criolib.conmon import (
@@ -36,11 +39,12 @@ from criolib.conmon import (
     PtyStream,
     UnknownContainer,
     available_backends,
+    check_container_id,
     open_monitor,
     read_cri_log,
 )
 from criolib.conmon._wire import bind_seqpacket, recv_msg, send_msg
-from criolib.runtime_spec import RuntimeCommandError
+from criolib.runtime_spec import RuntimeClient, RuntimeCommandError
 from criolib.testing import require_root
 
 from .conftest import Containers, new_container_id
@@ -68,7 +72,143 @@ def _alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+def _wrapped(containers: Containers, tmp_path: Path, *, before: str = "",
+             after: str = "") -> RuntimeClient:
+    """A client of a wrapper named like the real runtime (so it speaks its flavour) that
+    runs the shell lines ``before``/``after`` around the real runtime's ``create``."""
+    real = containers.runtime
+    script = tmp_path / "wrapper" / real.name
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(f'#!/bin/sh\ncase " $* " in *" create "*) ;; *) exec {real.path} "$@";; '
+                      f'esac\n{before}\n{real.path} "$@"\nrc=$?\n{after}\nexit $rc\n')
+    script.chmod(0o755)
+    return RuntimeClient(str(script), root=real.root)
+
+
 # -- create, record, status, wait ---------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_container_being_created_is_creating_not_lost(containers: Containers,
+                                                       monitor: Monitor, tmp_path: Path) -> None:
+    started = tmp_path / "create-started"
+    runtime = _wrapped(containers, tmp_path, before=f"touch {started}; sleep 2")
+    config = attrs.evolve(containers.config(["sleep", "1000"]), runtime=runtime)
+    cid = config.container_id
+    with ThreadPoolExecutor(1) as pool:
+        creating = pool.submit(containers.create_config, config)
+        _until(started.exists, "the runtime's create to start")
+        begun = time.monotonic()
+        status = monitor.status(cid)
+        assert time.monotonic() - begun < 1.0  # no waiting for an exit that is not coming
+        assert (status.creating, status.running, status.exit, status.lost) == (
+            True, False, None, False)
+        with pytest.raises(MonitorError, match=f"{cid}.*still being created"):
+            monitor.forget(cid)
+        with pytest.raises(MonitorError, match=f"{cid}.*still being created") as info:
+            monitor.exec_sync(cid, ["true"])
+        assert not isinstance(info.value, ContainerExited)
+        assert not creating.done()  # all of that happened during the create
+        creating.result(30)
+    status = monitor.status(cid)
+    assert (status.creating, status.running, status.log_error, status.log_dropped) == (
+        False, True, None, 0)
+
+
+@pytest.mark.integration
+def test_the_creates_of_a_group_run_side_by_side(containers: Containers, monitor: Monitor,
+                                                 tmp_path: Path) -> None:
+    runtime = _wrapped(containers, tmp_path, before="sleep 1")
+    group = new_container_id("pod")
+    configs = [attrs.evolve(containers.config(["sleep", "1000"], group=group),
+                            runtime=runtime) for _ in range(2)]
+    begun = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        created = list(pool.map(containers.create_config, configs))
+    took = time.monotonic() - begun
+    assert took < 1.8, f"two 1 s creates in one group took {took:.2f} s: serialised"
+    assert created[0].created.monitor_pid == created[1].created.monitor_pid
+
+
+@pytest.mark.integration
+def test_a_monitor_dying_mid_create_gets_the_container_deleted(
+        containers: Containers, monitor: Monitor, tmp_path: Path) -> None:
+    created = tmp_path / "created"
+    # The runtime's create is done (the container exists) but the monitor has no answer.
+    runtime = _wrapped(containers, tmp_path, after=f"echo $$ > {created}.tmp; "
+                                                   f"mv {created}.tmp {created}; exec sleep 60")
+    config = attrs.evolve(containers.config(["sleep", "1000"]), runtime=runtime)
+    cid = config.container_id
+    containers.adopt(cid)
+    assert isinstance(monitor, CriolibMonitor)
+    with ThreadPoolExecutor(1) as pool:
+        creating = pool.submit(monitor.create, config)
+        _until(created.exists, "the runtime's create to end", timeout=20)
+        assert cid in [s.id for s in containers.runtime.list()]
+        os.kill(monitor.monitor_pids()[cid], signal.SIGKILL)
+        with pytest.raises(MonitorGone, match=f"{cid}.*died during the runtime's create.*"
+                                              "was deleted"):
+            creating.result(30)
+    os.kill(int(created.read_text()), signal.SIGKILL)  # the wrapper, now a sleep
+    assert cid not in [s.id for s in containers.runtime.list()]
+    assert monitor.containers() == []
+
+
+_CREATOR = """
+import sys
+from criolib.conmon import ContainerConfig, CriolibMonitor
+from criolib.runtime_spec import RuntimeClient
+run_dir, cid, bundle, runtime, root, exits = sys.argv[1:]
+CriolibMonitor(run_dir).create(ContainerConfig(
+    container_id=cid, bundle=bundle, runtime=RuntimeClient(runtime, root=root),
+    exit_dir=exits))
+"""
+
+
+@pytest.mark.integration
+def test_a_caller_dying_mid_create_leaves_a_supervised_container(
+        containers: Containers, monitor: Monitor, tmp_path: Path) -> None:
+    started = tmp_path / "create-started"
+    runtime = _wrapped(containers, tmp_path, before=f"touch {started}; sleep 1")
+    config = containers.config(["sleep", "1000"], log=False)
+    cid = config.container_id
+    containers.adopt(cid)
+    creator = subprocess.Popen([sys.executable, "-c", _CREATOR, str(monitor.run_dir), cid,
+                                str(config.bundle), str(runtime.path), str(runtime.root),
+                                str(config.exit_dir)])
+    try:
+        _until(started.exists, "the runtime's create to start")
+    finally:
+        creator.kill()
+        creator.wait()
+    assert isinstance(monitor, CriolibMonitor)
+    containers.track_monitor(monitor.monitor_pids()[cid])
+    assert monitor.status(cid).creating  # the monitor carries on without its caller
+    _until(lambda: monitor.status(cid).running, "the orphaned create to end", timeout=10)
+    status = monitor.status(cid)  # the pids its dead caller never recorded
+    assert status.pid == containers.runtime.state(cid).pid
+    assert status.monitor_pid == monitor.monitor_pids()[cid]
+    with pytest.raises(MonitorError, match="still running"):
+        monitor.forget(cid)
+    assert containers.runtime.state(cid).status == "created"  # never started
+    containers.runtime.delete(cid, force=True)
+    assert monitor.wait(cid, 10) is not None
+    monitor.forget(cid)
+
+
+@pytest.mark.integration
+def test_reopen_log_in_a_removed_directory_fails_and_the_container_runs(
+        containers: Containers, monitor: Monitor, tmp_path: Path) -> None:
+    log_dir = tmp_path / "own-logs"
+    log_dir.mkdir()
+    config = attrs.evolve(containers.config(["sleep", "1000"]), log_path=log_dir / "c.log")
+    ctr = containers.create_config(config)
+    shutil.rmtree(log_dir)
+    with pytest.raises(MonitorError, match=re.escape(str(log_dir / "c.log"))) as info:
+        monitor.reopen_log(ctr.id)
+    assert not isinstance(info.value, (ContainerExited, MonitorGone))
+    assert monitor.status(ctr.id).running
+    assert monitor.exec_sync(ctr.id, ["echo", "still here"]).stdout == b"still here\n"
 
 
 @pytest.mark.integration
@@ -418,6 +558,14 @@ def test_bad_entry_points_are_errors(monkeypatch: pytest.MonkeyPatch,
         open_monitor("criolib")
 
 
+def test_container_ids_are_directory_names_of_at_most_255_characters() -> None:
+    assert check_container_id("a" * 255) == "a" * 255
+    with pytest.raises(InvalidMonitorConfig, match="at most 255 characters"):
+        check_container_id("a" * 256)
+    with pytest.raises(InvalidMonitorConfig, match="at most 255"):
+        CriolibMonitor("/nonexistent").status("b" * 256)
+
+
 def test_create_checks_its_argument(tmp_path: Path) -> None:
     monitor = CriolibMonitor(tmp_path / "run")
     with pytest.raises(InvalidMonitorConfig, match="needs a ContainerConfig"):
@@ -519,6 +667,41 @@ def test_status_of_an_exiting_container_waits_for_its_exit(stub: Any) -> None:
     assert server.requests == [{"op": "status"}, {"op": "wait", "id": "c"}]
 
 
+def test_status_says_creating_and_the_log_health_without_waiting(stub: Any) -> None:
+    state = {"state": "creating", "running": False, "log_error": None, "log_dropped": 0}
+
+    def answer(m: dict[str, Any]) -> dict[str, Any] | None:
+        if m["op"] == "status":
+            return {"ok": True, "pid": os.getpid(), "containers": {"c": {
+                "pid": None, "exit_code": None, **state}}}
+        return None  # a wait: no exit is coming
+    monitor, server = stub(answer)
+    begun = time.monotonic()
+    st = monitor.status("c")
+    assert time.monotonic() - begun < 1.0
+    assert (st.creating, st.running, st.exit, st.lost) == (True, False, None, False)
+    with pytest.raises(MonitorError, match="'c' is still being created"):
+        monitor.forget("c")
+    assert [r["op"] for r in server.requests] == ["status", "status"]  # never a wait
+    state.update(state="running", running=True, log_error="No space left on device",
+                 log_dropped=8192)
+    st = monitor.status("c")
+    assert (st.creating, st.running, st.log_error, st.log_dropped) == (
+        False, True, "No space left on device", 8192)
+
+
+def test_a_container_being_created_refuses_exec_and_control_as_creating(stub: Any) -> None:
+    monitor, server = stub(lambda m: {"ok": False, "error": "creating", "message": "wait"})
+    calls: list[Callable[[], object]] = [
+        lambda: monitor.exec_sync("c", ["true"]), lambda: monitor.reopen_log("c"),
+        lambda: monitor.resize("c", 24, 80)]
+    for call in calls:
+        with pytest.raises(MonitorError, match=r"'c'.*still being created") as info:
+            call()
+        assert not isinstance(info.value, (ContainerExited, MonitorGone))
+    assert [r["op"] for r in server.requests] == ["exec", "reopen_log", "resize"]
+
+
 def test_a_monitor_that_hangs_up_leaves_the_container_lost(stub: Any) -> None:
     monitor, _ = stub(lambda m: b"")
     assert monitor.status("c").lost
@@ -553,6 +736,18 @@ def test_control_refusals_become_errors(stub: Any, reply: dict[str, Any] | bytes
     with pytest.raises(error, match=message):
         monitor.reopen_log("c")
     assert server.requests == [{"op": "reopen_log", "id": "c"}]
+
+
+def test_a_failed_reopen_names_the_log_path(stub: Any, tmp_path: Path) -> None:
+    monitor, _ = stub(lambda m: {"ok": False, "error": "internal",
+                                 "message": "No such file or directory"})
+    record_file = monitor.run_dir / "c" / "monitor.json"
+    log_path = tmp_path / "gone" / "c.log"
+    record_file.write_text(json.dumps(json.loads(record_file.read_text()) |
+                                      {"log_path": str(log_path)}))
+    with pytest.raises(MonitorError, match=f"'c': reopen its log {re.escape(str(log_path))} "
+                                           "failed in the monitor"):
+        monitor.reopen_log("c")
 
 
 def test_control_requests_on_the_wire(stub: Any, tmp_path: Path) -> None:

@@ -126,6 +126,8 @@ def test_a_new_monitor_object_finds_a_running_container(
     status = fresh.status(ctr.id)
     assert status.running and status.exit is None and not status.lost
     assert (status.pid, status.monitor_pid) == (ctr.created.pid, ctr.created.monitor_pid)
+    # conmon reports no create in progress nor the log's health.
+    assert (status.creating, status.log_error, status.log_dropped) == (False, None, 0)
     assert fresh.wait(ctr.id, 0.2) is None
     with fresh.attach(ctr.id) as att:
         att.write(b"ping\n")

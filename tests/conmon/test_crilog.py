@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import re
 import time
@@ -164,6 +165,50 @@ def test_logfile_size_max_truncates_before_a_record_that_would_pass_it(
     assert path.read_bytes() == b"0123456789abc\n"
     log.write(b"z\n")
     assert path.read_bytes() == b"z\n"
+    log.close()
+
+
+def test_logfile_size_max_starts_a_new_inode_like_conmon(tmp_path: Path) -> None:
+    path = tmp_path / "ctr.log"
+    log = LogFile(str(path), 10)
+    log.write(b"aaaa\n")
+    with open(path, "rb") as reader:  # a reader holding the old file (the kubelet)
+        old_ino = path.stat().st_ino
+        log.write(b"bbbbbb\n")  # would pass 10: <path>.tmp renamed over the log
+        assert path.stat().st_ino != old_ino
+        assert path.read_bytes() == b"bbbbbb\n"
+        assert reader.read() == b"aaaa\n"  # kept, not truncated under it
+    assert not (tmp_path / "ctr.log.tmp").exists()
+    assert log.size == 7
+    log.close()
+
+
+def test_logfile_write_error_cuts_back_to_the_last_whole_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ctr.log"
+    log = LogFile(str(path))
+    log.write(b"aaaa\n")
+    real_write = os.write
+    calls = []
+
+    def short_then_enospc(fd: int, data: bytes | memoryview) -> int:
+        # The kernel takes part of the buffer, then the disk is full.
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:3]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", short_then_enospc)
+    with pytest.raises(OSError):
+        log.write(b"bbbbbbbb\ncccc\n")
+    monkeypatch.setattr(os, "write", real_write)
+    assert path.read_bytes() == b"aaaa\n"
+    assert log.size == 5 and log.dropped == 14
+    assert log.error == f"No space left on device writing {path}"
+    log.write(b"dd\n")
+    assert path.read_bytes() == b"aaaa\ndd\n"
+    # The first error is reported, then at most one per 10 s.
+    assert log.report_due(100.0) and not log.report_due(105.0) and log.report_due(110.5)
     log.close()
 
 
