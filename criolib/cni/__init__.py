@@ -30,7 +30,13 @@ from criolib.cni._errors import (
 )
 from criolib.cni._invoke import PluginExecutor, RawExecutor, find_plugin
 from criolib.cni._libcni import CNI, DEFAULT_PLUGIN_DIRS, Network, RuntimeConf
-from criolib.cni._netns import NS_KINDS, NetNS, PinnedNamespace, PodNamespaces
+from criolib.cni._netns import (
+    NS_KINDS,
+    NetNS,
+    PinnedNamespace,
+    PodNamespaces,
+    release_pin_dirs,
+)
 from criolib.cni._result import (
     DNS,
     ErrorResult,
@@ -81,4 +87,5 @@ __all__ = [
     "parse_error_result",
     "parse_result",
     "pick_version",
+    "release_pin_dirs",
 ]

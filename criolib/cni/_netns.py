@@ -24,7 +24,7 @@ from pathlib import Path
 
 from criolib.cni._errors import NetNSError
 
-__all__ = ["NS_KINDS", "NetNS", "PinnedNamespace", "PodNamespaces"]
+__all__ = ["NS_KINDS", "NetNS", "PinnedNamespace", "PodNamespaces", "release_pin_dirs"]
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWIPC = 0x08000000
@@ -310,3 +310,38 @@ class PodNamespaces:
                 first = first or exc
         if first is not None:
             raise first
+
+
+def release_pin_dirs(base: Path | str = Path("/var/run"),
+                     kinds: Sequence[str] = tuple(NS_KINDS)) -> list[Path]:
+    """Undo the shared bind mounts of ``<base>/<kind>ns`` that hold no pin any more.
+
+    :meth:`PodNamespaces.create` makes each pin directory a shared mount point of
+    itself, as ``ip netns add`` does, and leaves it so. A program that pinned under a
+    directory of its own (a test, a service on a temporary root) calls this when it is
+    done, so nothing stays mounted: each empty pin directory is unmounted (lazily) and
+    removed; one still holding a pin is left alone. Returns the directories released.
+    """
+    released: list[Path] = []
+    with _dir_lock:
+        for kind in kinds:
+            directory = Path(base) / f"{kind}ns"
+            try:
+                if any(directory.iterdir()):
+                    continue
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise NetNSError(exc.errno, "cannot list", str(directory)) from exc
+            if _libc.umount2(os.fsencode(directory), MNT_DETACH) != 0:
+                err = ctypes.get_errno()
+                if err != errno.EINVAL:  # EINVAL: not a mount point (never shared)
+                    raise _err("umount", directory, err)
+            try:
+                directory.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise NetNSError(exc.errno, "cannot remove", str(directory)) from exc
+            released.append(directory)
+    return released

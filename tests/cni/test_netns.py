@@ -167,3 +167,34 @@ def test_pod_namespaces_rejects_unknown_kind(name: str) -> None:
     with pytest.raises(NetNSError, match="unknown namespace kind"):
         PodNamespaces.create(name, kinds=("net", "pid"))
     assert not (Path("/var/run/netns") / name).exists()
+
+
+def _mount_points() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
+def test_release_pin_dirs_unmounts_only_empty_ones(tmp_path: Path) -> None:
+    require_root()
+    from criolib.cni import release_pin_dirs
+
+    base = tmp_path / "run"
+    first = PodNamespaces.create("criolib-rel-a", base=base)
+    second = PodNamespaces.create("criolib-rel-b", kinds=("net",), base=base)
+    try:
+        shared = {str(base / f"{k}ns") for k in ("net", "ipc", "uts")}
+        assert shared <= _mount_points()
+        first.remove()
+        # netns still holds pod b's pin: kept; ipcns and utsns are empty: released.
+        released = release_pin_dirs(base)
+        assert sorted(p.name for p in released) == ["ipcns", "utsns"]
+        assert str(base / "netns") in _mount_points()
+        assert second.net is not None and second.net.exists()
+        second.remove()
+        assert [p.name for p in release_pin_dirs(base)] == ["netns"]
+        assert not shared & _mount_points()
+        assert not any(base.iterdir())
+        assert release_pin_dirs(base) == []  # idempotent
+    finally:
+        first.remove()
+        second.remove()
+        release_pin_dirs(base)
