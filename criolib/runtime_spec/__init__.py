@@ -119,7 +119,9 @@ if _typing.TYPE_CHECKING:
     from criolib.runtime_spec._seccomp import (
         SeccompProfileError,
         default_seccomp_profile,
+        load_seccomp_profile,
         normalize_capability,
+        resolve_seccomp_profile,
         seccomp_arch,
     )
     from criolib.runtime_spec._state import (
@@ -235,7 +237,9 @@ _LAZY: dict[str, str] = {
     "wait_for_exit": "_runtime_proc",
     "SeccompProfileError": "_seccomp",
     "default_seccomp_profile": "_seccomp",
+    "load_seccomp_profile": "_seccomp",
     "normalize_capability": "_seccomp",
+    "resolve_seccomp_profile": "_seccomp",
     "seccomp_arch": "_seccomp",
     "STATUS_CREATED": "_state",
     "STATUS_CREATING": "_state",
@@ -378,10 +382,12 @@ __all__ = [
     "features_to_dict",
     "host_capabilities",
     "load_features",
+    "load_seccomp_profile",
     "load_spec",
     "load_state",
     "normalize_capability",
     "normalize_stop_signal",
+    "resolve_seccomp_profile",
     "resolve_user",
     "seccomp_arch",
     "spec_from_dict",

@@ -6,13 +6,17 @@ spec is written, CRI-O resolves it against the container (containers/common
 ``pkg/seccomp/seccomp_linux.go`` ``setupSeccomp``) and what reaches ``config.json`` is a
 plain runtime-spec ``linux.seccomp`` object (runtime-spec v1.2 config-linux.md, "Seccomp").
 :func:`default_seccomp_profile` does that resolution in Python; the rules themselves are in
-:mod:`criolib.runtime_spec._seccomp_data`.
+:mod:`criolib.runtime_spec._seccomp_data`. :func:`resolve_seccomp_profile` and
+:func:`load_seccomp_profile` do the same for a profile given as JSON (CRI-O's
+``seccomp_profile`` and Localhost profiles), in either format.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -23,13 +27,16 @@ from criolib.runtime_spec._errors import RuntimeSpecError
 __all__ = [
     "SeccompProfileError",
     "default_seccomp_profile",
+    "load_seccomp_profile",
     "normalize_capability",
+    "resolve_seccomp_profile",
     "seccomp_arch",
 ]
 
 
 class SeccompProfileError(ValueError, RuntimeSpecError):
-    """A seccomp profile was asked for something it cannot describe (an unknown arch)."""
+    """A seccomp profile was asked for something it cannot describe (an unknown arch), or a
+    profile file cannot be read or is not a profile."""
 
 
 #: libseccomp's native architecture names (libseccomp-golang ``ScmpArch.String``), the
@@ -138,3 +145,89 @@ def default_seccomp_profile(
         profile["architectures"] = list(data.ARCH_MAP[name])
     profile["syscalls"] = [_wire(r) for r in _RULES if _applies(r, caps, name)]
     return profile
+
+
+#: Keys of a profile's ``syscalls`` entry that reach the runtime-spec entry as they are.
+_SYSCALL_KEYS = ("action", "errnoRet", "args")
+#: Top-level keys copied as they are.
+_PROFILE_KEYS = ("defaultErrnoRet", "flags", "listenerPath", "listenerMetadata")
+
+
+def _filters(rule: Mapping[str, Any]) -> data.Rule:
+    """The include/exclude filters of one JSON ``syscalls`` entry, as a :class:`Rule`."""
+    includes = rule.get("includes") or {}
+    excludes = rule.get("excludes") or {}
+    return data.Rule(
+        names=(), include_caps=tuple(normalize_capability(c) for c in includes.get("caps") or ()),
+        exclude_caps=tuple(normalize_capability(c) for c in excludes.get("caps") or ()),
+        include_arches=tuple(includes.get("arches") or ()),
+        exclude_arches=tuple(excludes.get("arches") or ()))
+
+
+def resolve_seccomp_profile(
+    profile: Mapping[str, Any], *, capabilities: Iterable[str] = (), arch: str | None = None
+) -> dict[str, Any]:
+    """A seccomp profile document as a runtime-spec ``linux.seccomp`` object.
+
+    runtime-spec form (``architectures``, ``syscalls[].names``) is kept as it is;
+    containers/common's (Docker's) form (``archMap``, ``syscalls[].name``, ``includes`` /
+    ``excludes`` by ``caps`` and ``arches``) is resolved for ``capabilities`` (the
+    bounding set, ``CAP_`` prefix optional) and ``arch`` (default this host), with the
+    same rule :func:`default_seccomp_profile` applies (containers/common
+    ``setupSeccomp``); ``comment`` entries go. Raises :class:`SeccompProfileError` for a
+    document that is not a profile.
+    """
+    if not isinstance(profile, Mapping) or not isinstance(profile.get("defaultAction"), str):
+        raise SeccompProfileError("not a seccomp profile: no defaultAction string")
+    caps = frozenset(normalize_capability(c) for c in capabilities)
+    name = seccomp_arch(arch)
+    try:
+        out: dict[str, Any] = {"defaultAction": profile["defaultAction"]}
+        out.update({k: profile[k] for k in _PROFILE_KEYS[:1] if k in profile})
+        if "architectures" in profile:
+            out["architectures"] = list(profile["architectures"] or [])
+        elif profile.get("archMap"):
+            native = data.ARCH_MAP.get(name, (f"SCMP_ARCH_{name.upper()}",))[0]
+            for entry in profile["archMap"]:
+                if entry.get("architecture") == native:
+                    out["architectures"] = [native, *(entry.get("subArchitectures") or [])]
+        out.update({k: profile[k] for k in _PROFILE_KEYS[1:] if k in profile})
+        syscalls = []
+        for rule in profile.get("syscalls") or []:
+            if not _applies(_filters(rule), caps, name):
+                continue
+            names = list(rule.get("names") or ([rule["name"]] if rule.get("name") else []))
+            if names:
+                syscalls.append({"names": names,
+                                 **{k: rule[k] for k in _SYSCALL_KEYS if k in rule}})
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise SeccompProfileError(f"malformed seccomp profile: {exc!r}") from exc
+    if syscalls:
+        out["syscalls"] = syscalls
+    return out
+
+
+def load_seccomp_profile(
+    path: str | os.PathLike[str], *, capabilities: Iterable[str] = (), arch: str | None = None
+) -> dict[str, Any]:
+    """A seccomp profile file (either format) resolved by :func:`resolve_seccomp_profile`.
+
+    ``path`` must be absolute (CRI-O's rule for ``seccomp_profile`` and Localhost
+    profiles). A relative path, a file that cannot be read, that is not JSON or not a
+    profile raises :class:`SeccompProfileError` naming the file.
+    """
+    text = os.fspath(path)
+    if not os.path.isabs(text):
+        raise SeccompProfileError(f"seccomp profile {text!r}: the path must be absolute")
+    try:
+        with open(text, "rb") as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise SeccompProfileError(f"seccomp profile {text}: cannot read it: "
+                                  f"{exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise SeccompProfileError(f"seccomp profile {text}: not JSON: {exc}") from exc
+    try:
+        return resolve_seccomp_profile(doc, capabilities=capabilities, arch=arch)
+    except SeccompProfileError as exc:
+        raise SeccompProfileError(f"seccomp profile {text}: {exc}") from exc

@@ -99,6 +99,7 @@ class RuntimeOptions:
     default_capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     default_sysctls: tuple[str, ...] = ()
     seccomp_profile: str = ""
+    seccomp_use_default_when_empty: bool = False
     pids_limit: int = 1024
     log_size_max: int = -1
     ctr_stop_timeout: int = 30
@@ -263,7 +264,8 @@ _KEYS: dict[str, dict[str, _Check]] = {
         "monitor": _one_of(*MONITOR_BACKENDS), "container_exits_dir": _path,
         "container_attach_socket_dir": _path, "log_dir": _path, "namespaces_dir": _path,
         "default_capabilities": _strings, "default_sysctls": _sysctls,
-        "seccomp_profile": _str, "pids_limit": _int, "log_size_max": _int,
+        "seccomp_profile": _str, "seccomp_use_default_when_empty": _bool,
+        "pids_limit": _int, "log_size_max": _int,
         "ctr_stop_timeout": _int, "no_pivot": _bool},
     "crio.runtime.runtimes.*": {"runtime_path": _str, "runtime_root": _path},
     "crio.image": {"global_auth_file": _str, "signature_policy": _str,

@@ -132,6 +132,16 @@ class ContainerManager(ContainerBase):
         if not request.pod_sandbox_id:
             raise InvalidRequest(f"CreateContainer {config.metadata.name}: pod_sandbox_id "
                                  "is required")
+        guard = getattr(self.sandboxes, "guard", None)
+        # Stop/RemovePodSandbox hold the sandbox exclusively: none runs during the create.
+        hold = (guard(request.pod_sandbox_id) if guard is not None
+                else contextlib.nullcontext())
+        with hold:
+            return self._create_in(request, config)
+
+    def _create_in(self, request: cri.CreateContainerRequest,
+                   config: cri.ContainerConfig) -> cri.CreateContainerResponse:
+        assert config.metadata is not None
         try:
             sandbox = self.sandboxes.sandbox(request.pod_sandbox_id)
         except NotFound:
@@ -267,7 +277,16 @@ class ContainerManager(ContainerBase):
     # -- StopContainer ------------------------------------------------------------------
 
     def stop_container(self, request: cri.StopContainerRequest) -> cri.StopContainerResponse:
-        record = self.find(request.container_id, "StopContainer")
+        if not request.container_id:
+            raise InvalidRequest("StopContainer: container_id is empty")
+        try:
+            record = self.state.container(request.container_id)
+        except NotFound:
+            # api.proto: StopContainer is idempotent; CRI-O answers an unknown id with
+            # success (cri-tools "StopContainer should not return an error if not found").
+            log.info("StopContainer: container %s is not known: nothing to do",
+                     request.container_id)
+            return cri.StopContainerResponse()
         self._stop(record, request.timeout)
         return cri.StopContainerResponse()
 
@@ -430,10 +449,30 @@ class ContainerManager(ContainerBase):
                 continue
             log.warning("removing half-made container %s (%s)", ctr.id[:12],
                         ", ".join(ctr.names))
-            with contextlib.suppress(RuntimeSpecError, MonitorError, ServiceError):
-                self._drop_runtime(self.runtime(""), self.monitor, ctr.id)
+            self._drop_orphan(ctr.id)
             with contextlib.suppress(StorageError):
                 self._delete_storage(ctr.id)
+
+    def _drop_orphan(self, cid: str) -> None:
+        """A half-made container's runtime state, whatever handler made it: no record
+        names the handler, so every configured handler's runtime root is asked."""
+        dropped = False
+        for handler in self.config.runtime.runtimes:
+            try:
+                runtime = self.runtime(handler)
+                runtime.state(cid)
+            except (ContainerNotFound, ServiceError):
+                continue
+            except RuntimeSpecError as exc:
+                log.debug("half-made container %s: runtime %s: %s", cid[:12], handler, exc)
+                continue
+            with contextlib.suppress(RuntimeSpecError, MonitorError, ServiceError):
+                self._drop_runtime(runtime, self.monitor, cid)
+                dropped = True
+        if not dropped:  # no runtime has it: the monitor may still hold a record
+            with contextlib.suppress(UnknownContainer, MonitorError):
+                self.monitor.forget(cid)
+            self.remove_exit_file(cid)
 
     def close(self) -> None:
         """Let go of the runtime clients' scratch space; containers keep running."""

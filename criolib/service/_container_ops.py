@@ -7,7 +7,9 @@ ExecSync, as CRI-O's ``server/container_{status,list,update_resources,reopen_log
 execsync}.go`` do. A record's state is refreshed from its monitor: an exit file means
 EXITED with the exit code, the finish time and the reason (``Completed``,
 ``OOMKilled``, ``Error``); a monitor gone without an exit record is asked of the
-runtime (stopped or unknown: EXITED, exit code 255, reason ``Error``).
+runtime (stopped or unknown: EXITED, exit code 255, reason ``Error``; still running:
+killed first, as nothing would record its exit). ListContainers only looks for the
+exit file and whether the monitor process lives.
 :mod:`criolib.service._container` adds the lifecycle RPCs.
 """
 
@@ -52,7 +54,14 @@ from criolib.service._spec import resources_to_wire
 from criolib.service._state import ContainerRecord, NameRegistry, SandboxRecord, StateStore
 from criolib.storage import Store
 
-__all__ = ["LOST_EXIT_CODE", "TIMED_OUT_MESSAGE", "ContainerBase", "SandboxLookup", "exit_reason"]
+__all__ = [
+    "LOST_EXIT_CODE",
+    "LOST_KILL_WAIT",
+    "TIMED_OUT_MESSAGE",
+    "ContainerBase",
+    "SandboxLookup",
+    "exit_reason",
+]
 
 log = logging.getLogger("criolib.service")
 
@@ -60,6 +69,8 @@ log = logging.getLogger("criolib.service")
 TIMED_OUT_MESSAGE = b"command timed out"
 #: The exit code recorded for a container whose monitor died without recording one.
 LOST_EXIT_CODE = 255
+#: Seconds to wait for a container whose monitor died to stop after SIGKILL.
+LOST_KILL_WAIT = 10.0
 
 State = cri.ContainerState
 
@@ -75,6 +86,21 @@ def exit_reason(exit_code: int, oom_killed: bool) -> str:
     if oom_killed:
         return "OOMKilled"
     return "Completed" if exit_code == 0 else "Error"
+
+
+def _alive(pid: object) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (unknown pids count as alive:
+    the caller then trusts the record)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 class ContainerBase:
@@ -166,33 +192,68 @@ class ContainerBase:
             reason=exit_reason(status.exit_code, status.oom_killed), message="")
 
     def _lost(self, record: ContainerRecord, cause: str) -> ContainerRecord:
-        """The monitor left no exit: ask the runtime; stopped or unknown is EXITED."""
+        """The monitor left no exit: ask the runtime; stopped or unknown is EXITED.
+
+        A container that still runs without its monitor is killed first: nothing would
+        record its exit or take its output (the kubelet then restarts it).
+        """
+        runtime_client: RuntimeClient | None = None
         try:
-            runtime_state = self.runtime(record.runtime_handler).state(record.id)
-            status = runtime_state.status
+            runtime_client = self.runtime(record.runtime_handler)
+            status = runtime_client.state(record.id).status
         except ContainerNotFound:
             status = STATUS_STOPPED
         except (RuntimeSpecError, ServiceError) as exc:
             log.warning("container %s: %s, and its runtime state is unknown: %s",
                         record.id, cause, exc)
             return record
-        if status != STATUS_STOPPED:
-            return record
-        log.warning("container %s: %s; the runtime says it stopped", record.id, cause)
+        message = f"the container's monitor ended without recording its exit ({cause})"
+        if status != STATUS_STOPPED and runtime_client is not None:
+            log.warning("container %s: %s while it runs: killing it", record.id, cause)
+            status = self._kill_unmonitored(runtime_client, record)
+            if status != STATUS_STOPPED:
+                return record
+            message += "; it was still running and was killed"
+        else:
+            log.warning("container %s: %s; the runtime says it stopped", record.id, cause)
         return self.state.update_container(
             record.id, state=State.CONTAINER_EXITED, exit_code=LOST_EXIT_CODE,
             finished_at=record.finished_at or time.time_ns(), reason="Error",
-            message=f"the container's monitor ended without recording its exit ({cause})")
+            message=message)
+
+    @staticmethod
+    def _kill_unmonitored(runtime: RuntimeClient, record: ContainerRecord) -> str:
+        """SIGKILL a container whose monitor is gone; its runtime status afterwards."""
+        try:
+            runtime.kill(record.id, "SIGKILL", all=bool(record.extra.get("pid_host")))
+        except ContainerNotFound:
+            return STATUS_STOPPED
+        except RuntimeSpecError as exc:
+            log.debug("container %s: kill: %s", record.id, exc)
+        deadline = time.monotonic() + LOST_KILL_WAIT
+        while True:
+            try:
+                status = runtime.state(record.id).status
+            except ContainerNotFound:
+                return STATUS_STOPPED
+            except RuntimeSpecError as exc:
+                log.warning("container %s: runtime state after the kill: %s", record.id, exc)
+                return ""
+            if status == STATUS_STOPPED or time.monotonic() > deadline:
+                return status
+            time.sleep(0.05)
 
     def refresh(self, record: ContainerRecord, *, cheap: bool = False) -> ContainerRecord:
         """The record with its exit recorded if the container exited.
 
-        ``cheap`` only looks for the exit file (ListContainers); otherwise the monitor
-        is asked, and the runtime when the monitor is gone.
+        ``cheap`` only looks for the exit file and whether the monitor process is alive
+        (ListContainers); otherwise, or when the monitor died, the monitor is asked,
+        and the runtime when the monitor is gone.
         """
         if record.state == State.CONTAINER_EXITED:
             return record
-        if cheap and not self.exit_file(record.id).exists():
+        if (cheap and not self.exit_file(record.id).exists()
+                and _alive(record.extra.get("monitor_pid"))):
             return record
         monitor = self.monitor_for(record)
         try:

@@ -94,11 +94,15 @@ from criolib.storage import (
 )
 from criolib.storage import Image as StoredImage
 
-__all__ = ["ImageService", "PullFailed"]
+__all__ = ["FS_INFO_TTL", "ImageService", "PullFailed"]
 
 log = logging.getLogger("criolib.service")
 
 _NOT_FOUND = (ManifestUnknown, NameUnknown, ImageNotFound, NoMatchingPlatform)
+
+#: Seconds an ImageFsInfo answer is reused (it walks every inode of the store); pulls
+#: and removes drop it at once.
+FS_INFO_TTL = 10.0
 
 
 class PullFailed(ServiceError):
@@ -135,6 +139,14 @@ class ImageService:
         self._lock = threading.Lock()
         self._pulls: dict[Hashable, _Flight] = {}
         self._configs: dict[str, dict[str, Any]] = {}
+        self._fs_info: tuple[float, ImageFsInfoResponse] | None = None
+        self._fs_generation = 0
+
+    def _fs_changed(self) -> None:
+        """A pull or a remove changed the store: the next ImageFsInfo measures again."""
+        with self._lock:
+            self._fs_info = None
+            self._fs_generation += 1
 
     # -- settings ------------------------------------------------------------------
 
@@ -313,6 +325,7 @@ class ImageService:
             raise Internal(f"removing image {text!r} ({image.id[:12]}): {exc}") from exc
         with self._lock:
             self._configs.pop(image.id, None)
+        self._fs_changed()
         log.info("removed image %s (%s) and %d layer(s)", image.id[:12],
                  ", ".join(image.names) or "no names", len(removed))
         return RemoveImageResponse()
@@ -330,9 +343,15 @@ class ImageService:
         Bytes from :func:`criolib.storage.disk_usage` (each layer once, containers'
         layers included); inodes counted under the graph root on its own filesystem
         (mounted container roots are not walked). The filesystem is named by the
-        graph root; CRI-O reports its one store for both lists too.
+        graph root; CRI-O reports its one store for both lists too. An answer is reused
+        for :data:`FS_INFO_TTL` seconds unless a pull or a remove came in between.
         """
         del request
+        with self._lock:
+            cached, generation = self._fs_info, self._fs_generation
+        if cached is not None and time.monotonic() - cached[0] < FS_INFO_TTL:
+            return copy.deepcopy(cached[1])
+        measured_at = time.monotonic()
         try:
             used = disk_usage(self._store).total
         except StorageError as exc:
@@ -342,7 +361,12 @@ class ImageService:
             fs_id=FilesystemIdentifier(mountpoint=str(self._store.graphroot)),
             used_bytes=UInt64Value(value=used),
             inodes_used=UInt64Value(value=_count_inodes(Path(self._store.graphroot))))
-        return ImageFsInfoResponse(image_filesystems=[usage], container_filesystems=[usage])
+        response = ImageFsInfoResponse(image_filesystems=[usage],
+                                       container_filesystems=[usage])
+        with self._lock:
+            if self._fs_generation == generation:
+                self._fs_info = (measured_at, copy.deepcopy(response))
+        return response
 
     # -- pulling -------------------------------------------------------------------
 
@@ -373,7 +397,7 @@ class ImageService:
             log.info("pull of %s already in progress: waiting for it", text)
             flight.done.wait()
             if flight.error is not None:
-                raise flight.error
+                raise _again(text, flight.error) from flight.error
             assert flight.image_id is not None
             return PullImageResponse(image_ref=flight.image_id)
         try:
@@ -385,6 +409,7 @@ class ImageService:
             with self._lock:
                 del self._pulls[key]
             flight.done.set()
+            self._fs_changed()
         return PullImageResponse(image_ref=flight.image_id)
 
     def _pull(self, text: str, refs: list[Reference], conf: RegistriesConf,
@@ -461,6 +486,20 @@ def _pull_error(text: str, failures: list[tuple[Reference, ImageError]]) -> Serv
     if all(isinstance(exc, _NOT_FOUND) for _, exc in failures):
         return NotFound(f"pulling image {text!r}: not found: {tried}")
     return PullFailed(f"pulling image {text!r}: {tried}")
+
+
+def _again(text: str, exc: BaseException) -> BaseException:
+    """For a waiter of a pull that failed: a new error of the same class (each thread
+    raises its own object, so tracebacks and causes are not shared), from ``exc``."""
+    if isinstance(exc, Exception):
+        try:
+            again = type(exc)(str(exc))
+        except Exception:  # a class whose constructor wants more than a message
+            again = None
+        if isinstance(again, ServiceError):
+            return again
+    return Internal(f"PullImage {text!r}: the pull this request waited for failed: "
+                    f"{type(exc).__name__}: {exc}")
 
 
 def _count_inodes(root: Path) -> int:

@@ -13,36 +13,55 @@ sandbox_stop_linux.go and sandbox_remove.go:
   ``creating`` (so a crash leaves something :meth:`SandboxManager.recover` can
   clean), make the files, shm, namespaces and the CNI attachment, and save the
   record READY. Any failure undoes what was made and releases the name.
-- Stop (idempotent, unknown ids succeed as in CRI-O): stop the containers, CNI DEL
-  (from the cache, also when the namespace is gone), remove the namespaces and
-  unmount shm (CRI-O does both at stop), NOTREADY.
+- Stop (idempotent, unknown ids succeed as in CRI-O): stop the containers
+  (``[crio.runtime] ctr_stop_timeout`` each), CNI DEL (from the cache, also when the
+  namespace is gone), remove the namespaces, kill the PID namespace holder and
+  unmount shm (CRI-O does all at stop), NOTREADY.
 - Remove (idempotent): stop if needed, remove the containers, the directory and the
   record; release the name.
+
+Stop and Remove of one sandbox take its lock exclusively; the container side holds it
+shared (:meth:`SandboxManager.guard`) while it creates a container, so a pod is
+never taken down under a CreateContainer, and many containers can be created at once.
+
+A pod with ``namespace_options.pid`` POD gets a PID namespace holder (CRI-O's infra
+process for that case, :mod:`._sandbox_pid`): ``namespaces["pid"]`` is
+``/proc/<holder>/ns/pid`` and ``extra["pid_holder"]`` its pids and start times.
 
 What the container side reads from a :class:`SandboxRecord` (``sandbox(ref)``):
 ``namespaces`` (kind -> pinned path; a kind absent is the host's), ``sandbox_dir``
 (``hostname``, ``resolv.conf``, ``hosts`` to bind-mount), ``shm_path`` (a tmpfs, or
 ``/dev/shm`` for IPC NODE), ``hostname``, ``cgroup_parent``, ``log_directory``,
 ``runtime_handler`` (as requested; ``""`` is the default runtime), and in ``extra``:
-``sysctls`` (checked, names with dots: for each container's ``linux.sysctl``) and
+``sysctls`` (checked, names with dots: for each container's ``linux.sysctl``),
+``pid_holder`` (only for pid POD) and
 ``namespace_options`` (JSON; use :func:`._sandbox_plan.namespace_options` on the
 record for the :class:`NamespaceOption`, which also covers requests without one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
 
-from criolib.cni import NetNSError, NetworkConfigList, PinnedNamespace, PodNamespaces
+from criolib.cni import (
+    NetNSError,
+    NetworkConfigList,
+    PinnedNamespace,
+    PodNamespaces,
+    release_pin_dirs,
+)
 from criolib.errors import CriolibError
 from criolib.service import _cri_types as cri
 from criolib.service._config import Config
@@ -57,15 +76,16 @@ from criolib.service._sandbox_files import (
     write_file,
 )
 from criolib.service._sandbox_net import PodNetwork
+from criolib.service._sandbox_pid import holder_alive, kill_pid_holder, start_pid_holder
 from criolib.service._sandbox_plan import PodPlan, namespace_options, plan_pod
 from criolib.service._state import NameRegistry, SandboxRecord, StateStore, cri_to_json
 
-__all__ = ["STOP_TIMEOUT", "ContainerHooks", "SandboxManager"]
+__all__ = ["ContainerHooks", "RWLock", "SandboxManager"]
 
+#: Namespace directories shared with other programs: never unmounted by close().
+_SYSTEM_NS_DIRS = frozenset({Path("/run"), Path("/var/run").resolve()})
 log = logging.getLogger("criolib.service")
 
-#: Seconds each container gets to stop when its pod is stopped (CRI-O's).
-STOP_TIMEOUT = 10
 _READY = cri.PodSandboxState.SANDBOX_READY
 _NOTREADY = cri.PodSandboxState.SANDBOX_NOTREADY
 _HOST_SHM = "/dev/shm"  # noqa: S108 - the host's IPC namespace's shm, for IPC NODE
@@ -76,6 +96,51 @@ class ContainerHooks(Protocol):
 
     def stop_all(self, sandbox_id: str, timeout: int) -> None: ...
     def remove_all(self, sandbox_id: str) -> None: ...
+
+
+class RWLock:
+    """A readers-writer lock: many shared holders or one exclusive one.
+
+    Writers are preferred: once a writer waits, new readers wait too, so a steady
+    stream of shared holds cannot starve it. Not reentrant.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
 
 
 def _describe(record: SandboxRecord) -> str:
@@ -93,7 +158,7 @@ class SandboxManager:
     ``containers`` (settable) is the container side; when set, Stop and Remove call
     its ``stop_all`` / ``remove_all``. ``namespaces_dir`` is where namespaces are
     pinned (default ``[crio.runtime] namespaces_dir``). Safe to call from many threads:
-    one lock per sandbox, none across pods.
+    one readers-writer lock per sandbox (:meth:`guard`), none across pods.
     """
 
     def __init__(self, *, config: Config, state: StateStore, names: NameRegistry,
@@ -106,14 +171,16 @@ class SandboxManager:
         self.network = PodNetwork(config)
         self.containers: ContainerHooks | None = None
         self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks: dict[str, RWLock] = {}
+        #: the unshare processes of the PID namespace holders this process started
+        self._holders: dict[str, subprocess.Popen[bytes]] = {}
 
     def __repr__(self) -> str:
         return f"SandboxManager(state_dir={str(self.state.state_dir)!r})"
 
-    def _lock(self, sandbox_id: str) -> threading.Lock:
+    def _lock(self, sandbox_id: str) -> RWLock:
         with self._guard:
-            return self._locks.setdefault(sandbox_id, threading.Lock())
+            return self._locks.setdefault(sandbox_id, RWLock())
 
     def _current(self, sandbox_id: str) -> SandboxRecord | None:
         try:
@@ -140,6 +207,20 @@ class SandboxManager:
         if _creating(record):
             raise NotFound(f"sandbox {ref!r} not found (it is still being created)")
         return record
+
+    @contextlib.contextmanager
+    def guard(self, ref: str) -> Iterator[str]:
+        """Hold sandbox ``ref`` (id or unique prefix) shared: Stop and Remove of it wait
+        until the block ends and cannot be under way inside it. Many guards of one
+        sandbox run at once. Yields the full id (``ref`` when unknown); the caller
+        re-checks the sandbox (:meth:`sandbox`, its state) inside the block.
+        """
+        try:
+            sandbox_id = self.state.sandbox(ref).id
+        except NotFound:
+            sandbox_id = ref
+        with self._lock(sandbox_id).shared():
+            yield sandbox_id
 
     # -- RunPodSandbox -----------------------------------------------------------------
 
@@ -194,6 +275,9 @@ class SandboxManager:
         self.state.put(record)
         attempted: list[bool] = []
         try:
+            if plan.shared_pid:
+                record = self._hold_pid_namespace(record, what)
+                self.state.put(record)
             ips = self._make(record, plan, net, what, attempted)
             extra = {k: v for k, v in record.extra.items() if k != "creating"}
             final = attrs.evolve(record, state=_READY, ip=ips[0] if ips else "",
@@ -214,6 +298,12 @@ class SandboxManager:
             raise
         log.info("%s: ready (%s, ip %s)", what, record.name, final.ip or "none")
         return cri.RunPodSandboxResponse(pod_sandbox_id=record.id)
+
+    def _hold_pid_namespace(self, record: SandboxRecord, what: str) -> SandboxRecord:
+        info, proc = start_pid_holder(what)
+        self._holders[record.id] = proc
+        return attrs.evolve(record, namespaces=dict(record.namespaces, pid=info["ns"]),
+                            extra=dict(record.extra, pid_holder=info))
 
     def _make(self, record: SandboxRecord, plan: PodPlan, net: NetworkConfigList | None,
               what: str, attempted: list[bool]) -> list[str]:
@@ -268,6 +358,8 @@ class SandboxManager:
 
     def _release_namespaces(self, record: SandboxRecord, what: str) -> None:
         for kind, path in record.namespaces.items():
+            if kind == "pid":
+                continue  # a holder process, not a pin
             try:
                 PinnedNamespace(path).remove()
             except NetNSError as exc:
@@ -278,6 +370,10 @@ class SandboxManager:
         """CNI DEL, namespaces, shm: everything but the directory; idempotent."""
         record = self._network_down(record, what)
         self._release_namespaces(record, what)
+        holder = record.extra.get("pid_holder")
+        if isinstance(holder, dict):
+            kill_pid_holder(holder, what, self._holders.get(record.id))
+            self._holders.pop(record.id, None)
         if record.shm_path and record.shm_path != _HOST_SHM:
             unmount(Path(record.shm_path), what)
         return record
@@ -292,7 +388,7 @@ class SandboxManager:
     def _stop(self, record: SandboxRecord) -> SandboxRecord:
         what = _describe(record)
         if self.containers is not None:
-            self.containers.stop_all(record.id, STOP_TIMEOUT)
+            self.containers.stop_all(record.id, self.config.runtime.ctr_stop_timeout)
         record = self._teardown(record, what)
         if record.state != _NOTREADY:
             record = self.state.update_sandbox(record.id, state=_NOTREADY)
@@ -309,7 +405,7 @@ class SandboxManager:
         if found is None:
             log.info("StopPodSandbox: no sandbox %r; nothing to stop", request.pod_sandbox_id)
             return cri.StopPodSandboxResponse()
-        with self._lock(found.id):
+        with self._lock(found.id).exclusive():
             record = self._current(found.id)
             if record is not None:
                 self._stop(record)
@@ -324,7 +420,7 @@ class SandboxManager:
             log.info("RemovePodSandbox: no sandbox %r; nothing to remove",
                      request.pod_sandbox_id)
             return cri.RemovePodSandboxResponse()
-        with self._lock(found.id):
+        with self._lock(found.id).exclusive():
             record = self._current(found.id)
             if record is not None:
                 record = self._stop(record)
@@ -374,7 +470,7 @@ class SandboxManager:
             "logDirectory": record.log_directory, "cgroupParent": record.cgroup_parent,
             "shmPath": record.shm_path, "sysctls": extra.get("sysctls", {}),
             "runtimeHandler": record.runtime_handler, "config": cri_to_json(record.config),
-            "infraProcess": None,
+            "infraProcess": extra.get("pid_holder"),
         }
 
     def list_pod_sandbox(self, request: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse:
@@ -402,7 +498,12 @@ class SandboxManager:
 
     def _lost(self, record: SandboxRecord) -> str:
         """What a READY sandbox lost while the service was down ("" when nothing)."""
+        holder = record.extra.get("pid_holder")
+        if holder is not None and not (isinstance(holder, dict) and holder_alive(holder)):
+            return f"its PID namespace holder {record.namespaces.get('pid', '')}"
         for kind, path in record.namespaces.items():
+            if kind == "pid":
+                continue
             try:
                 PinnedNamespace.open(path, kind)
             except NetNSError as exc:
@@ -411,6 +512,18 @@ class SandboxManager:
                 and not is_mountpoint(Path(record.shm_path)):
             return f"its shm mount {record.shm_path}"
         return ""
+
+    def close(self) -> None:
+        """Undo the shared mounts of empty pin directories under a namespaces dir of the
+        service's own (``Config.for_root`` and the like), so nothing stays mounted. The
+        system's /run and /var/run are left alone: other programs pin there too, and a
+        pin made between our check and the unmount would be detached with it."""
+        if self.namespaces_dir.resolve() in _SYSTEM_NS_DIRS:
+            return
+        try:
+            release_pin_dirs(self.namespaces_dir)
+        except NetNSError as exc:
+            log.warning("releasing pin directories under %s: %s", self.namespaces_dir, exc)
 
     def recover(self) -> None:
         """After a restart: clean half-made sandboxes, restore names, and mark READY
@@ -433,3 +546,4 @@ class SandboxManager:
                 if lost:
                     log.warning("%s: lost %s while the service was down; NOTREADY", what, lost)
                     self.state.update_sandbox(record.id, state=_NOTREADY)
+        self.network.gc({r.id for r in self.state.sandboxes()})

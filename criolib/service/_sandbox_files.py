@@ -8,7 +8,6 @@ containerd's). All writes are atomic: a container never sees half a file.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -16,6 +15,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from criolib import _mount
 from criolib._atomic import atomic_write_bytes
 from criolib.service import _cri_types as cri
 from criolib.service._errors import ServiceError
@@ -39,13 +39,6 @@ HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 HOST_HOSTS = Path("/etc/hosts")
 #: The pod's /dev/shm (CRI-O's and docker's default shm_size).
 SHM_SIZE = 64 * 1024 * 1024
-
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x2, 0x4, 0x8
-_MNT_DETACH = 2
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 #: The localhost lines of a pod's hosts file (what docker and containerd write).
 _HOSTS_HEADER = (
@@ -107,31 +100,10 @@ def hosts_text(hostname: str, ips: Sequence[str], *, host_network: bool, what: s
 
 def is_mountpoint(path: Path) -> bool:
     """Whether something is mounted on ``path`` (per /proc/self/mountinfo)."""
-    target = os.fsencode(os.path.realpath(path))
     try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            for line in f:
-                fields = line.split(b" ")
-                if len(fields) > 4 and _unescape(fields[4]) == target:
-                    return True
-    except OSError:
+        return _mount.is_mountpoint(path)
+    except (OSError, ValueError):
         return os.path.ismount(path)
-    return False
-
-
-def _unescape(field: bytes) -> bytes:
-    # mountinfo octal-escapes space, tab, newline and backslash
-    if b"\\" not in field:
-        return field
-    out, i = bytearray(), 0
-    while i < len(field):
-        if field[i:i + 1] == b"\\" and field[i + 1:i + 4].isdigit():
-            out.append(int(field[i + 1:i + 4], 8))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return bytes(out)
 
 
 def mount_shm(path: Path, what: str, size: int = SHM_SIZE) -> None:
@@ -141,21 +113,24 @@ def mount_shm(path: Path, what: str, size: int = SHM_SIZE) -> None:
     except OSError as exc:
         raise ServiceError(f"{what}: cannot create the shm directory {path}: "
                            f"{exc.strerror}") from exc
-    options = f"mode=1777,size={size}".encode()
-    if _libc.mount(b"shm", os.fsencode(path), b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                   options) != 0:
-        err = ctypes.get_errno()
+    try:
+        _mount.mount("shm", path, "tmpfs", _mount.MS_NOSUID | _mount.MS_NODEV
+                     | _mount.MS_NOEXEC, f"mode=1777,size={size}")
+    except OSError as exc:
         raise ServiceError(f"{what}: cannot mount the pod's shm tmpfs on {path}: "
-                           f"{os.strerror(err)}")
+                           f"{os.strerror(exc.errno or 0)}") from exc
 
 
 def unmount(path: Path, what: str) -> None:
     """Unmount ``path`` (lazily, as CRI-O); not mounted or absent is fine."""
-    while _libc.umount2(os.fsencode(path), _MNT_DETACH) == 0:
-        pass  # mounted more than once (a retry after a crash): take them all off
-    err = ctypes.get_errno()
-    if err not in (errno.EINVAL, errno.ENOENT):
-        raise ServiceError(f"{what}: cannot unmount {path}: {os.strerror(err)}")
+    while True:  # mounted more than once (a retry after a crash): take them all off
+        try:
+            _mount.umount(path, _mount.MNT_DETACH)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):
+                return
+            raise ServiceError(f"{what}: cannot unmount {path}: "
+                               f"{os.strerror(exc.errno or 0)}") from exc
 
 
 def remove_tree(path: Path, what: str) -> None:

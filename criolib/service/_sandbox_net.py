@@ -6,14 +6,23 @@ CRI-O's server/sandbox_network.go over criolib.cni: the default network of
 capability, results cached in ``[crio.network] cache_dir`` (libcni's layout). DEL
 uses the network list the ADD used (kept in the sandbox record), so it works after
 the configuration file changed or went away, and after the namespace is gone.
+
+At start, :meth:`PodNetwork.gc` DELs cached attachments of sandboxes criolib no
+longer knows (the state dir is on /run, the CNI cache under /var/lib survives a
+reboot, and with it the IP reservations). Nothing in a cache entry tells criolib's
+apart from CRI-O's or podman's (the same ``K8S_POD_*`` args, 64-hex ids, netns under
+/var/run/netns), so GC runs only when ``[crio.network] cache_dir`` is not libcni's
+shared default (:data:`SHARED_CACHE_DIR`), e.g. ``Config.for_root``'s.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from criolib.cni import (
@@ -28,12 +37,14 @@ from criolib.cni import (
 from criolib.service._config import Config
 from criolib.service._errors import FailedPrecondition, ServiceError
 
-__all__ = ["IFNAME", "PodNetwork", "pod_ips"]
+__all__ = ["IFNAME", "SHARED_CACHE_DIR", "PodNetwork", "pod_ips"]
 
 log = logging.getLogger("criolib.service")
 
 #: The pod's interface (the kubelet's and CRI-O's).
 IFNAME = "eth0"
+#: libcni's default cache dir, shared by every runtime that keeps the default.
+SHARED_CACHE_DIR = Path("/var/lib/cni")
 
 
 def pod_ips(result: Result) -> list[str]:
@@ -64,7 +75,30 @@ class PodNetwork:
         self._watcher = NetworkWatcher(net.network_dir, default_name=net.cni_default_network
                                        or None)
         self._lock = threading.Lock()
+        self.cache_dir = Path(net.cache_dir)
         self.cni = CNI(net.plugin_dirs, cache_dir=net.cache_dir)
+
+    @property
+    def owns_cache(self) -> bool:
+        """Whether the CNI cache dir is criolib's alone (not libcni's shared default)."""
+        return os.path.realpath(self.cache_dir) != os.path.realpath(SHARED_CACHE_DIR)
+
+    def gc(self, keep: Iterable[str]) -> None:
+        """DEL the cached attachments of every network in ``network_dir`` whose container
+        id is not in ``keep`` (the sandboxes criolib knows); only when
+        :attr:`owns_cache`. Failures are logged: a start must not fail on them."""
+        if not self.owns_cache:
+            log.info("CNI cache %s is shared with other runtimes: no GC of stale "
+                     "attachments", self.cache_dir)
+            return
+        valid = [(sandbox_id, IFNAME) for sandbox_id in sorted(keep)]
+        with self._lock:
+            networks = list(self._watcher.networks().networks.values())
+        for net in networks:
+            try:
+                self.cni.gc(net, valid)
+            except CNIError as exc:
+                log.warning("GC of CNI network %s: %s", net.name, exc)
 
     def network(self, what: str) -> NetworkConfigList:
         """The network pods attach to; none loadable is a :class:`FailedPrecondition`."""

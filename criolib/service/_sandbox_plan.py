@@ -75,8 +75,8 @@ def namespace_options(pod: SandboxRecord | cri.PodSandboxConfig) -> cri.Namespac
 
     The request's ``linux.security_context.namespace_options``; when the request
     has none (crictl's and critest's minimal configs), network and IPC of the pod
-    and a PID namespace per container (the kubelet's default), since criolib runs
-    no infra process that could hold a pod-wide PID namespace.
+    and a PID namespace per container (the kubelet's default). PID POD (the
+    kubelet's ``shareProcessNamespace``) gets a holder process (:mod:`._sandbox_pid`).
     """
     config = pod.config if isinstance(pod, SandboxRecord) else pod
     context = config.linux.security_context if config.linux else None
@@ -170,6 +170,11 @@ class PodPlan:
         return self.options.ipc == _NODE
 
     @property
+    def shared_pid(self) -> bool:
+        """Whether the pod's containers share one PID namespace (pid POD)."""
+        return self.options.pid == _POD
+
+    @property
     def namespace_kinds(self) -> tuple[str, ...]:
         """The namespaces to pin: net and uts unless host network, ipc unless host IPC."""
         kinds = [] if self.host_network else ["net"]
@@ -186,14 +191,9 @@ def _check_options(options: cri.NamespaceOption, what: str) -> None:
         if mode not in (_POD, _NODE):
             raise InvalidRequest(f"{what}: namespace_options.{field} {mode.name} is not a pod "
                                  "mode (POD or NODE)")
-    if options.pid == _POD:
-        raise FailedPrecondition(
-            f"{what}: namespace_options.pid POD (a PID namespace shared by the pod) needs "
-            "an infra process holding it, which criolib does not run yet; use CONTAINER "
-            "or NODE")
-    if options.pid not in (_CONTAINER, _NODE):
+    if options.pid not in (_POD, _CONTAINER, _NODE):
         raise InvalidRequest(f"{what}: namespace_options.pid {options.pid.name} is not a "
-                             "pod mode (CONTAINER or NODE)")
+                             "pod mode (POD, CONTAINER or NODE)")
     userns = options.userns_options
     if userns is not None and userns.mode != _NODE:
         raise FailedPrecondition(f"{what}: user namespaces (userns_options.mode "

@@ -5,29 +5,24 @@ request class of :mod:`criolib.service._cri_types` and returns the response clas
 the gRPC endpoint (:mod:`criolib.service._grpc`) calls them through
 :data:`RPC_METHODS`. The work is done by the managers the facade builds at
 :meth:`CRIService.start`: the image side (``_images.ImageService``), sandboxes
-(``_sandbox.SandboxManager``) and containers (``_container.ContainerManager``); an RPC
-whose manager is not there raises :class:`Unimplemented` naming it.
+(``_sandbox.SandboxManager``) and containers (``_container.ContainerManager``, which
+the sandbox manager gets as its ``containers``); each is recovered at start (sandboxes
+first) and closed by :meth:`CRIService.close`.
 
-The managers' contract: ``SandboxManager`` then ``ContainerManager`` are built after
-the storage, the records and the image side, each given the keyword arguments its
-``__init__`` names from: ``service``, ``config``, ``store``, ``state`` (the
-:class:`StateStore`), ``images``, ``names`` (its own :class:`NameRegistry`, restored
-from the records), ``sandbox_names``, ``container_names``, ``namespaces_dir``
-(``[crio.runtime] namespaces_dir``) and, for the container side, ``sandboxes``. They
-implement :class:`SandboxOps` / :class:`ContainerOps`; a sandbox manager with a
-``containers`` attribute gets the container manager there; each may have
-``recover()`` (called at start, sandboxes first) and ``close()``. Then
-``_recover.recover(service)``, when that module exists.
+Every RPC that reaches a manager counts as in flight while it runs: once
+:meth:`CRIService.close` begins, new ones are refused (:class:`Unavailable`) and the
+close waits for those in flight (at most :data:`CLOSE_WAIT` seconds) before it lets go
+of the storage and the records.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import contextlib
 import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +35,6 @@ from criolib.service import _cri_types as cri
 from criolib.service._config import Config
 from criolib.service._errors import (
     ConfigError,
-    Internal,
     ServiceError,
     Unavailable,
     Unimplemented,
@@ -48,9 +42,12 @@ from criolib.service._errors import (
 from criolib.service._state import NameRegistry, StateStore
 
 if TYPE_CHECKING:
+    from criolib.service._container import ContainerManager
+    from criolib.service._sandbox import SandboxManager
     from criolib.storage import Store
 
 __all__ = [
+    "CLOSE_WAIT",
     "CRI_API_VERSION",
     "IMAGE_RPCS",
     "KUBELET_API_VERSION",
@@ -70,6 +67,9 @@ RUNTIME_NAME = "criolib"
 CRI_API_VERSION = "v1"
 #: VersionResponse.version: the kubelet runtime API version (CRI-O and containerd say 0.1.0).
 KUBELET_API_VERSION = "0.1.0"
+
+#: Seconds :meth:`CRIService.close` waits for the calls in flight to end.
+CLOSE_WAIT = 30.0
 
 #: The RPCs of runtime.v1.RuntimeService, in the descriptor's order.
 RUNTIME_RPCS: tuple[str, ...] = (
@@ -143,31 +143,6 @@ class ContainerOps(Protocol):
     def exec_sync(self, request: cri.ExecSyncRequest) -> cri.ExecSyncResponse: ...
 
 
-def _optional(module: str, name: str) -> Any:
-    """``criolib.service.<module>.<name>``, or None while that module is not written."""
-    full = f"criolib.service.{module}"
-    try:
-        return getattr(importlib.import_module(full), name)
-    except ModuleNotFoundError as exc:
-        if exc.name != full:
-            raise
-        return None
-
-
-def _build(cls: Any, pool: dict[str, Any]) -> Any:
-    """``cls(**kwargs)`` with the arguments its ``__init__`` names, taken from ``pool``."""
-    kwargs: dict[str, Any] = {}
-    for name, param in inspect.signature(cls).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        if name in pool:
-            kwargs[name] = pool[name]
-        elif param.default is param.empty:
-            raise Internal(f"{cls.__name__} needs {name!r}, which the service does not "
-                           f"provide (it provides {', '.join(sorted(pool))})")
-    return cls(**kwargs)
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
@@ -192,6 +167,10 @@ class CRIService:
         self.config = config
         self._lock = threading.Lock()
         self._started = False
+        #: guards ``_active`` and ``_closing``; notified when a call ends
+        self._calls = threading.Condition()
+        self._active = 0
+        self._closing = False
         self._store: Store | None = None
         self._state: StateStore | None = None
         self.sandbox_names = NameRegistry("sandbox")
@@ -225,16 +204,9 @@ class CRIService:
                 self._state = StateStore(cfg.state_dir)
                 self.sandbox_names.restore((r.name, r.id) for r in self.state.sandboxes())
                 self.container_names.restore((r.name, r.id) for r in self.state.containers())
-                image_service = _optional("_images", "ImageService")
-                self.images = image_service(cfg, self.store) if image_service else None
-                self._build_managers()
-                for part in (self.sandboxes, self.containers):
-                    recover_part = getattr(part, "recover", None)
-                    if recover_part is not None:
-                        recover_part()
-                recover = _optional("_recover", "recover")
-                if recover is not None:
-                    recover(self)
+                sandboxes, containers = self._build_managers()
+                sandboxes.recover()
+                containers.recover()
             except BaseException:
                 self._close_parts()
                 raise
@@ -243,22 +215,23 @@ class CRIService:
                      cfg.storage_driver, cfg.state_dir)
         return self
 
-    def _build_managers(self) -> None:
-        pool: dict[str, Any] = {
-            "service": self, "config": self.config, "store": self.store, "state": self.state,
-            "images": self.images, "sandbox_names": self.sandbox_names,
-            "container_names": self.container_names,
-            "namespaces_dir": self.config.runtime.namespaces_dir,
-        }
-        sandbox_manager = _optional("_sandbox", "SandboxManager")
-        if sandbox_manager is not None:
-            self.sandboxes = _build(sandbox_manager, {**pool, "names": self.sandbox_names})
-        container_manager = _optional("_container", "ContainerManager")
-        if container_manager is not None:
-            self.containers = _build(container_manager, {
-                **pool, "names": self.container_names, "sandboxes": self.sandboxes})
-            if self.sandboxes is not None and hasattr(self.sandboxes, "containers"):
-                self.sandboxes.containers = self.containers
+    def _build_managers(self) -> tuple[SandboxManager, ContainerManager]:
+        from criolib.service._container import ContainerManager
+        from criolib.service._images import ImageService
+        from criolib.service._sandbox import SandboxManager
+
+        cfg = self.config
+        images = ImageService(cfg, self.store)
+        self.images = images
+        sandboxes = SandboxManager(config=cfg, state=self.state, names=self.sandbox_names,
+                                   namespaces_dir=cfg.runtime.namespaces_dir)
+        self.sandboxes = sandboxes
+        containers = ContainerManager(config=cfg, state=self.state,
+                                      names=self.container_names, store=self.store,
+                                      images=images, sandboxes=sandboxes)
+        self.containers = containers
+        sandboxes.containers = containers
+        return sandboxes, containers
 
     def _close_parts(self) -> None:
         for part in (self.containers, self.sandboxes, self.images):
@@ -275,13 +248,47 @@ class CRIService:
         self._state = None
 
     def close(self) -> None:
-        """Let go of storage and records (mounts and containers stay); idempotent."""
+        """Let go of storage and records (mounts and containers stay); idempotent.
+
+        New calls are refused from now on (:class:`Unavailable`); calls in flight are
+        waited for, at most :data:`CLOSE_WAIT` seconds (then the parts are closed under
+        them, logged).
+        """
         with self._lock:
             if not self._started:
                 return
+            with self._calls:
+                self._closing = True
+                deadline = time.monotonic() + CLOSE_WAIT
+                while self._active and time.monotonic() < deadline:
+                    self._calls.wait(deadline - time.monotonic())
+                if self._active:
+                    log.warning("closing the CRI service with %d call(s) still in flight "
+                                "after %.0f s", self._active, CLOSE_WAIT)
             self._started = False
-            self._close_parts()
+            try:
+                self._close_parts()
+            finally:
+                with self._calls:
+                    self._closing = False
             log.info("CRI service closed")
+
+    @contextlib.contextmanager
+    def _in_flight(self, rpc: str) -> Iterator[None]:
+        """Count the call as in flight; refuse it when not started or closing."""
+        with self._calls:
+            if self._closing:
+                raise Unavailable(f"{rpc}: the CRI service is closing")
+            if not self._started:
+                raise Unavailable(f"{rpc}: the CRI service is not started (call start() or "
+                                  "use it as a context manager)")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._calls:
+                self._active -= 1
+                self._calls.notify_all()
 
     @property
     def started(self) -> bool:
@@ -317,28 +324,26 @@ class CRIService:
 
     # -- delegation ----------------------------------------------------------------------
 
-    def _check_started(self, rpc: str) -> None:
-        if not self._started:
-            raise Unavailable(f"{rpc}: the CRI service is not started (call start() or use "
-                              "it as a context manager)")
+    @contextlib.contextmanager
+    def _image_ops(self, rpc: str) -> Iterator[ImageOps]:
+        with self._in_flight(rpc):
+            if self.images is None:
+                raise Unavailable(f"{rpc}: the CRI service's image side is closed")
+            yield self.images
 
-    def _image_ops(self, rpc: str) -> ImageOps:
-        self._check_started(rpc)
-        if self.images is None:
-            raise Unimplemented(f"{rpc} is not implemented by criolib.service yet")
-        return self.images
+    @contextlib.contextmanager
+    def _sandbox_ops(self, rpc: str) -> Iterator[SandboxOps]:
+        with self._in_flight(rpc):
+            if self.sandboxes is None:
+                raise Unavailable(f"{rpc}: the CRI service's sandbox side is closed")
+            yield self.sandboxes
 
-    def _sandbox_ops(self, rpc: str) -> SandboxOps:
-        self._check_started(rpc)
-        if self.sandboxes is None:
-            raise Unimplemented(f"{rpc} is not implemented by criolib.service yet")
-        return self.sandboxes
-
-    def _container_ops(self, rpc: str) -> ContainerOps:
-        self._check_started(rpc)
-        if self.containers is None:
-            raise Unimplemented(f"{rpc} is not implemented by criolib.service yet")
-        return self.containers
+    @contextlib.contextmanager
+    def _container_ops(self, rpc: str) -> Iterator[ContainerOps]:
+        with self._in_flight(rpc):
+            if self.containers is None:
+                raise Unavailable(f"{rpc}: the CRI service's container side is closed")
+            yield self.containers
 
     # -- RuntimeService: runtime --------------------------------------------------------
 
@@ -410,61 +415,74 @@ class CRIService:
     # -- RuntimeService: sandboxes -------------------------------------------------------
 
     def run_pod_sandbox(self, request: cri.RunPodSandboxRequest) -> cri.RunPodSandboxResponse:
-        return self._sandbox_ops("RunPodSandbox").run_pod_sandbox(request)
+        with self._sandbox_ops("RunPodSandbox") as ops:
+            return ops.run_pod_sandbox(request)
 
     def stop_pod_sandbox(
             self, request: cri.StopPodSandboxRequest) -> cri.StopPodSandboxResponse:
-        return self._sandbox_ops("StopPodSandbox").stop_pod_sandbox(request)
+        with self._sandbox_ops("StopPodSandbox") as ops:
+            return ops.stop_pod_sandbox(request)
 
     def remove_pod_sandbox(
             self, request: cri.RemovePodSandboxRequest) -> cri.RemovePodSandboxResponse:
-        return self._sandbox_ops("RemovePodSandbox").remove_pod_sandbox(request)
+        with self._sandbox_ops("RemovePodSandbox") as ops:
+            return ops.remove_pod_sandbox(request)
 
     def pod_sandbox_status(
             self, request: cri.PodSandboxStatusRequest) -> cri.PodSandboxStatusResponse:
-        return self._sandbox_ops("PodSandboxStatus").pod_sandbox_status(request)
+        with self._sandbox_ops("PodSandboxStatus") as ops:
+            return ops.pod_sandbox_status(request)
 
     def list_pod_sandbox(
             self, request: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse:
-        return self._sandbox_ops("ListPodSandbox").list_pod_sandbox(request)
+        with self._sandbox_ops("ListPodSandbox") as ops:
+            return ops.list_pod_sandbox(request)
 
     # -- RuntimeService: containers ------------------------------------------------------
 
     def create_container(
             self, request: cri.CreateContainerRequest) -> cri.CreateContainerResponse:
-        return self._container_ops("CreateContainer").create_container(request)
+        with self._container_ops("CreateContainer") as ops:
+            return ops.create_container(request)
 
     def start_container(
             self, request: cri.StartContainerRequest) -> cri.StartContainerResponse:
-        return self._container_ops("StartContainer").start_container(request)
+        with self._container_ops("StartContainer") as ops:
+            return ops.start_container(request)
 
     def stop_container(self, request: cri.StopContainerRequest) -> cri.StopContainerResponse:
-        return self._container_ops("StopContainer").stop_container(request)
+        with self._container_ops("StopContainer") as ops:
+            return ops.stop_container(request)
 
     def remove_container(
             self, request: cri.RemoveContainerRequest) -> cri.RemoveContainerResponse:
-        return self._container_ops("RemoveContainer").remove_container(request)
+        with self._container_ops("RemoveContainer") as ops:
+            return ops.remove_container(request)
 
     def list_containers(
             self, request: cri.ListContainersRequest) -> cri.ListContainersResponse:
-        return self._container_ops("ListContainers").list_containers(request)
+        with self._container_ops("ListContainers") as ops:
+            return ops.list_containers(request)
 
     def container_status(
             self, request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
-        return self._container_ops("ContainerStatus").container_status(request)
+        with self._container_ops("ContainerStatus") as ops:
+            return ops.container_status(request)
 
     def update_container_resources(
         self, request: cri.UpdateContainerResourcesRequest
     ) -> cri.UpdateContainerResourcesResponse:
-        return self._container_ops(
-            "UpdateContainerResources").update_container_resources(request)
+        with self._container_ops("UpdateContainerResources") as ops:
+            return ops.update_container_resources(request)
 
     def reopen_container_log(
             self, request: cri.ReopenContainerLogRequest) -> cri.ReopenContainerLogResponse:
-        return self._container_ops("ReopenContainerLog").reopen_container_log(request)
+        with self._container_ops("ReopenContainerLog") as ops:
+            return ops.reopen_container_log(request)
 
     def exec_sync(self, request: cri.ExecSyncRequest) -> cri.ExecSyncResponse:
-        return self._container_ops("ExecSync").exec_sync(request)
+        with self._container_ops("ExecSync") as ops:
+            return ops.exec_sync(request)
 
     # -- RuntimeService: not served yet (streaming, stats, events, metrics, checkpoint) ---
 
@@ -523,16 +541,21 @@ class CRIService:
     # -- ImageService -----------------------------------------------------------------
 
     def list_images(self, request: cri.ListImagesRequest) -> cri.ListImagesResponse:
-        return self._image_ops("ListImages").list_images(request)
+        with self._image_ops("ListImages") as ops:
+            return ops.list_images(request)
 
     def image_status(self, request: cri.ImageStatusRequest) -> cri.ImageStatusResponse:
-        return self._image_ops("ImageStatus").image_status(request)
+        with self._image_ops("ImageStatus") as ops:
+            return ops.image_status(request)
 
     def pull_image(self, request: cri.PullImageRequest) -> cri.PullImageResponse:
-        return self._image_ops("PullImage").pull_image(request)
+        with self._image_ops("PullImage") as ops:
+            return ops.pull_image(request)
 
     def remove_image(self, request: cri.RemoveImageRequest) -> cri.RemoveImageResponse:
-        return self._image_ops("RemoveImage").remove_image(request)
+        with self._image_ops("RemoveImage") as ops:
+            return ops.remove_image(request)
 
     def image_fs_info(self, request: cri.ImageFsInfoRequest) -> cri.ImageFsInfoResponse:
-        return self._image_ops("ImageFsInfo").image_fs_info(request)
+        with self._image_ops("ImageFsInfo") as ops:
+            return ops.image_fs_info(request)

@@ -257,7 +257,8 @@ def _security(gen: Generator, sc: cri.LinuxContainerSecurityContext | None, conf
     if not privileged:
         apply_capabilities(gen, sc.capabilities if sc is not None else None,
                            config.runtime.default_capabilities)
-        apply_seccomp(gen, sc, default_profile=config.runtime.seccomp_profile)
+        apply_seccomp(gen, sc, default_profile=config.runtime.seccomp_profile,
+                      default_when_empty=config.runtime.seccomp_use_default_when_empty)
         if sc is not None and sc.masked_paths:
             gen.set_masked_paths(sc.masked_paths)
         if sc is not None and sc.readonly_paths:

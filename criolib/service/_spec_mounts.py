@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Sequence
-from pathlib import Path
 
+from criolib._mount import MountInfo, mountinfo
 from criolib.runtime_spec import Generator
 from criolib.service import _cri_types as cri
 from criolib.service._errors import InvalidRequest
@@ -47,25 +47,21 @@ def add_sandbox_mounts(gen: Generator, sandbox: SandboxRecord, *, readonly: bool
 
 
 def mount_propagation_of(path: str) -> set[str]:
-    """The propagation of the mount holding ``path``: ``{"shared"}``, ``{"slave"}``, both,
-    or empty (private), from /proc/self/mountinfo's optional fields."""
-    best = ""
-    best_fields: set[str] = set()
+    """The propagation of the mount holding ``path``: ``{"shared"}``, ``{"master"}``
+    (a slave), both, or empty (private), from /proc/self/mountinfo's optional fields."""
     try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
+        mounts = mountinfo()
+    except (OSError, ValueError):
         return set()
-    for line in lines:
-        parts = line.split(" ")
-        if len(parts) < 7:
-            continue
-        point = parts[4].replace("\\040", " ")
+    best: MountInfo | None = None
+    for entry in mounts:
+        point = entry.mount_point
         inside = path == point or path.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            sep = parts.index("-", 6) if "-" in parts[6:] else len(parts)
-            best = point
-            best_fields = {f.split(":")[0] for f in parts[6:sep]}
-    return best_fields & {"shared", "master"}
+        if inside and (best is None or len(point) >= len(best.mount_point)):
+            best = entry
+    if best is None:
+        return set()
+    return {name for name in ("shared", "master") if best.tag(name) is not None}
 
 
 def _host_path(mount: cri.Mount) -> str:

@@ -7,33 +7,27 @@ configured defaults, then ``ALL`` and single adds and drops), ``privileged``,
 ``no_new_privs``, masked and read-only paths, and seccomp (RuntimeDefault, Unconfined,
 Localhost; the deprecated ``seccomp_profile_path`` spellings too). Seccomp profiles
 from a file may be in runtime-spec form or in containers/common's (Docker's) form,
-which is resolved here for the container's capabilities and architecture.
+resolved for the container's capabilities by ``criolib.runtime_spec.load_seccomp_profile``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
-from criolib.runtime_spec import ALL_CAPABILITIES, Generator, seccomp_arch
+from criolib.runtime_spec import (
+    ALL_CAPABILITIES,
+    Generator,
+    SeccompProfileError,
+    load_seccomp_profile,
+)
 from criolib.service import _cri_types as cri
 from criolib.service._errors import InvalidRequest
 
 __all__ = [
     "apply_capabilities",
     "apply_seccomp",
-    "load_seccomp_profile",
     "user_spec",
 ]
-
-_SCMP_ARCH = {
-    "amd64": "SCMP_ARCH_X86_64", "x86": "SCMP_ARCH_X86", "x32": "SCMP_ARCH_X32",
-    "arm64": "SCMP_ARCH_AARCH64", "arm": "SCMP_ARCH_ARM", "ppc64le": "SCMP_ARCH_PPC64LE",
-    "s390x": "SCMP_ARCH_S390X", "riscv64": "SCMP_ARCH_RISCV64",
-}
-_SYSCALL_KEYS = ("action", "errnoRet", "args", "comment")
 
 
 def user_spec(sc: cri.LinuxContainerSecurityContext | None,
@@ -41,8 +35,8 @@ def user_spec(sc: cri.LinuxContainerSecurityContext | None,
     """The image-config style user (``uid``, ``name``, ``uid:gid``) the context asks for.
 
     None leaves the image's ``User`` (``image_user``). ``run_as_user`` wins over
-    ``run_as_username``; ``run_as_group`` replaces the group of whichever user applies,
-    the image's included (CRI-O's rule).
+    ``run_as_username``; ``run_as_group`` replaces the group of that user, and without
+    either of them is :class:`InvalidRequest` (CRI-O's and containerd's rule).
     """
     if sc is None:
         return None
@@ -55,11 +49,15 @@ def user_spec(sc: cri.LinuxContainerSecurityContext | None,
     elif sc.run_as_username:
         user = sc.run_as_username
     if sc.run_as_group is not None:
+        if user is None:
+            # CRI-O and containerd: "user group is specified without user or username".
+            raise InvalidRequest("security_context.run_as_group is set without "
+                                 "run_as_user or run_as_username (user group is specified "
+                                 "without user or username)")
         if sc.run_as_group.value < 0:
             raise InvalidRequest(f"security_context.run_as_group {sc.run_as_group.value} "
                                  "is negative")
-        base = image_user if user is None else user
-        user = f"{base.partition(':')[0]}:{sc.run_as_group.value}"
+        user = f"{user.partition(':')[0]}:{sc.run_as_group.value}"
     return user
 
 
@@ -128,14 +126,20 @@ def _profile_of(sc: cri.LinuxContainerSecurityContext) -> tuple[str, str]:
 
 
 def apply_seccomp(gen: Generator, sc: cri.LinuxContainerSecurityContext | None, *,
-                  default_profile: str = "") -> None:
+                  default_profile: str = "", default_when_empty: bool = False) -> None:
     """Set ``linux.seccomp`` for the context (after the capabilities are final).
 
-    RuntimeDefault (also when nothing is asked: CRI-O's ``seccomp_use_default_when_empty``)
-    is criolib's built-in profile, or ``default_profile`` (crio.conf's
+    RuntimeDefault is criolib's built-in profile, or ``default_profile`` (crio.conf's
     ``seccomp_profile``) when set; Unconfined is no filter; Localhost loads the file.
+    A context that names no profile at all (neither ``seccomp`` nor
+    ``seccomp_profile_path``) is Unconfined, or RuntimeDefault with
+    ``default_when_empty`` (CRI-O's ``seccomp_use_default_when_empty``); the kubelet
+    always names one.
     """
-    kind, path = _profile_of(sc) if sc is not None else ("runtime/default", "")
+    if sc is None or (sc.seccomp is None and not sc.seccomp_profile_path):
+        kind, path = ("runtime/default" if default_when_empty else "unconfined"), ""
+    else:
+        kind, path = _profile_of(sc)
     if kind == "unconfined":
         gen.set_seccomp(None)
         return
@@ -143,74 +147,8 @@ def apply_seccomp(gen: Generator, sc: cri.LinuxContainerSecurityContext | None, 
         gen.set_default_seccomp()
         return
     source = path if kind == "localhost" else default_profile
-    gen.set_seccomp(load_seccomp_profile(source, capabilities=gen.capabilities("bounding")))
-
-
-def load_seccomp_profile(path: str, *, capabilities: Iterable[str] = (),
-                         arch: str | None = None) -> dict[str, Any]:
-    """A seccomp profile file as a runtime-spec ``linux.seccomp`` object.
-
-    runtime-spec form (``architectures``, ``syscalls[].names``) is taken as it is;
-    containers/common's form (``archMap``, ``syscalls[].name``, ``includes`` /
-    ``excludes`` by ``caps`` and ``arches``) is resolved for ``capabilities`` and
-    ``arch`` (default this host). A file that is missing or not a profile raises
-    :class:`InvalidRequest` naming it.
-    """
-    if not os.path.isabs(path):
-        raise InvalidRequest(f"seccomp profile {path!r}: the path must be absolute")
     try:
-        with open(path, "rb") as f:
-            doc = json.load(f)
-    except OSError as exc:
-        raise InvalidRequest(f"seccomp profile {path}: cannot read it: "
-                             f"{exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise InvalidRequest(f"seccomp profile {path}: not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("defaultAction"), str):
-        raise InvalidRequest(f"seccomp profile {path}: not a profile (no defaultAction)")
-    try:
-        return _resolve(doc, frozenset(_cap(c) for c in capabilities), seccomp_arch(arch))
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise InvalidRequest(f"seccomp profile {path}: malformed: {exc!r}") from exc
-
-
-def _applies(rule: Mapping[str, Any], caps: frozenset[str], arch: str) -> bool:
-    includes = rule.get("includes") or {}
-    excludes = rule.get("excludes") or {}
-    if includes.get("arches") and arch not in includes["arches"]:
-        return False
-    if any(_cap(c) not in caps for c in includes.get("caps") or ()):
-        return False
-    if excludes.get("arches") and arch in excludes["arches"]:
-        return False
-    return not any(_cap(c) in caps for c in excludes.get("caps") or ())
-
-
-def _resolve(doc: Mapping[str, Any], caps: frozenset[str], arch: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"defaultAction": doc["defaultAction"]}
-    if "defaultErrnoRet" in doc:
-        out["defaultErrnoRet"] = doc["defaultErrnoRet"]
-    if "architectures" in doc:
-        out["architectures"] = list(doc["architectures"] or [])
-    elif doc.get("archMap"):
-        native = _SCMP_ARCH.get(arch)
-        for arch_entry in doc["archMap"]:
-            if arch_entry.get("architecture") == native:
-                subs = arch_entry.get("subArchitectures") or []
-                out["architectures"] = [native, *subs]
-    for key in ("flags", "listenerPath", "listenerMetadata"):
-        if key in doc:
-            out[key] = doc[key]
-    syscalls = []
-    for rule in doc.get("syscalls") or []:
-        if not _applies(rule, caps, arch):
-            continue
-        names = list(rule.get("names") or ([rule["name"]] if rule.get("name") else []))
-        if not names:
-            continue
-        entry: dict[str, Any] = {"names": names}
-        entry.update({k: rule[k] for k in _SYSCALL_KEYS if k in rule and k != "comment"})
-        syscalls.append(entry)
-    if syscalls:
-        out["syscalls"] = syscalls
-    return out
+        profile = load_seccomp_profile(source, capabilities=gen.capabilities("bounding"))
+    except SeccompProfileError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    gen.set_seccomp(profile)

@@ -43,6 +43,7 @@ from criolib.service._errors import (
 
 __all__ = [
     "RECORD_VERSION",
+    "RESERVE_TIMEOUT",
     "ContainerRecord",
     "DamagedRecord",
     "NameRegistry",
@@ -58,6 +59,9 @@ _T = TypeVar("_T")
 
 #: Version of the record files' layout (``{"version": 1, "record": {...}}``).
 RECORD_VERSION = 1
+#: Seconds :meth:`NameRegistry.reserve` waits at most for a request in flight (a hung
+#: first request must not hold its retries forever).
+RESERVE_TIMEOUT = 120.0
 
 
 @attrs.frozen(kw_only=True)
@@ -410,20 +414,33 @@ class NameRegistry:
 
     Thread-safe. :meth:`reserve` makes the caller the owner of a free name; for a name
     whose first request (same ``key``, e.g. a digest of the request) is still in
-    flight it waits and returns that request's result; a name held by a finished
-    object, or in flight for a different key, is :class:`AlreadyExists`.
+    flight it waits and returns that request's result; for a name held by an object
+    that a request with the same key finished, it returns that object (CRI-O's
+    ResourceStore: the kubelet retries the same attempt when its first call timed
+    out, and gets the resource made meanwhile). A name held by a finished object of
+    another key (or restored at start, whose key is unknown), or in flight for a
+    different key, is :class:`AlreadyExists`.
     """
 
-    def __init__(self, kind: str = "object") -> None:
+    def __init__(self, kind: str = "object", *, max_wait: float = RESERVE_TIMEOUT) -> None:
         self.kind = kind
+        self.max_wait = max_wait
         self._cond = threading.Condition()
         self._names: dict[str, _Entry] = {}
 
     def reserve(self, name: str, key: str, *, timeout: float | None = None) -> Reservation:
-        """Reserve ``name`` for a request identified by ``key`` (see the class)."""
+        """Reserve ``name`` for a request identified by ``key`` (see the class).
+
+        Waiting for a request in flight lasts at most ``timeout`` seconds (None: the
+        registry's ``max_wait``, :data:`RESERVE_TIMEOUT` by default), then
+        :class:`DeadlineExceeded` naming the name: a hung first request does not hold
+        its retries forever.
+        """
         if not name:
             raise InvalidRequest(f"a {self.kind} name must not be empty")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if timeout is None:
+            timeout = self.max_wait
+        deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 entry = self._names.get(name)
@@ -431,6 +448,10 @@ class NameRegistry:
                     entry = _Entry(key)
                     self._names[name] = entry
                     return Reservation(self, name, entry, owner=True)
+                if entry.state == "done" and key and entry.key == key:
+                    log.info("%s name %r: a retry of the request that made %s %s", self.kind,
+                             name, self.kind, entry.holder)
+                    return Reservation(self, name, entry, owner=False)
                 if entry.state == "done":
                     raise AlreadyExists(f"{self.kind} name {name!r} is reserved by "
                                         f"{self.kind} {entry.holder}")
@@ -439,8 +460,8 @@ class NameRegistry:
                                         "in flight with a different configuration")
                 log.info("%s name %r: waiting for the request in flight", self.kind, name)
                 while entry.state == "in_flight":
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
                         raise DeadlineExceeded(f"{self.kind} name {name!r}: the first request "
                                                f"did not finish within {timeout} s")
                     self._cond.wait(remaining)

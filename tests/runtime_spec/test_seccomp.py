@@ -17,7 +17,12 @@ from typing import Any
 import pytest
 
 from criolib._exec import Completed, run
-from criolib.runtime_spec import _defaults, _seccomp_data
+from criolib.runtime_spec import (
+    _defaults,
+    _seccomp_data,
+    load_seccomp_profile,
+    resolve_seccomp_profile,
+)
 from criolib.runtime_spec._seccomp import (
     SeccompProfileError,
     default_seccomp_profile,
@@ -268,6 +273,96 @@ def test_default_mounts_are_fresh_wire_copies() -> None:
 
 RUNTIMES = ["runc", "crun"]
 DEFAULT_AND_ADMIN = [*_defaults.DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"]
+
+
+COMMON_FORM: dict[str, Any] = {
+    "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+    "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]},
+                {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}],
+    "syscalls": [
+        {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "comment": "io"},
+        {"name": "reboot", "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_BOOT"]}},
+        {"names": ["chown"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": ["SYS_ADMIN"]}},
+        {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW",
+         "includes": {"arches": ["amd64"]}},
+        {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "excludes": {"arches": ["arm64"]},
+         "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+        {"names": [], "action": "SCMP_ACT_ALLOW"}]}
+
+
+def test_resolve_containers_common_form() -> None:
+    got = resolve_seccomp_profile(COMMON_FORM, arch="amd64")
+    assert got == {
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+        "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+        "syscalls": [
+            {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["chown"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}]}
+    # Capabilities in any spelling; arches in the Go or uname spelling.
+    arm = resolve_seccomp_profile(COMMON_FORM, capabilities=["sys_boot", "CAP_SYS_ADMIN"],
+                                  arch="aarch64")
+    assert arm["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    assert [s["names"] for s in arm["syscalls"]] == [["read", "write"], ["reboot"]]
+    # An arch the archMap does not list gets no architectures (libseccomp: native).
+    assert "architectures" not in resolve_seccomp_profile(COMMON_FORM, arch="s390x")
+
+
+def test_resolve_runtime_spec_form_is_kept() -> None:
+    oci = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": [],
+           "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    assert resolve_seccomp_profile(oci) == oci
+
+
+def test_resolve_agrees_with_the_built_in_profile() -> None:
+    """The JSON rules of the built-in profile resolve as default_seccomp_profile does."""
+    def to_json(rule: _seccomp_data.Rule) -> dict[str, Any]:
+        entry: dict[str, Any] = {"names": list(rule.names), "action": rule.action}
+        if rule.errno is not None:
+            entry["errnoRet"] = rule.errno
+        if rule.args:
+            entry["args"] = [{"index": a.index, "value": a.value, "op": a.op}
+                             | ({"valueTwo": a.value_two} if a.value_two else {})
+                             for a in rule.args]
+        entry["includes"] = {"caps": list(rule.include_caps),
+                             "arches": list(rule.include_arches)}
+        entry["excludes"] = {"caps": list(rule.exclude_caps),
+                             "arches": list(rule.exclude_arches)}
+        return entry
+
+    from criolib.runtime_spec._seccomp import _RULES
+    doc = {"defaultAction": _seccomp_data.DEFAULT_ACTION,
+           "defaultErrnoRet": _seccomp_data.DEFAULT_ERRNO,
+           "archMap": [{"architecture": v[0], "subArchitectures": list(v[1:])}
+                       for v in _seccomp_data.ARCH_MAP.values()],
+           "syscalls": [to_json(r) for r in _RULES if r.names]}
+    for caps in ((), _defaults.DEFAULT_CAPABILITIES, _defaults.ALL_CAPABILITIES):
+        for arch in ("amd64", "arm64", "s390x"):
+            built = default_seccomp_profile(capabilities=caps, arch=arch)
+            assert resolve_seccomp_profile(doc, capabilities=caps, arch=arch) == built
+
+
+def test_load_seccomp_profile(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(COMMON_FORM))
+    assert load_seccomp_profile(path, arch="amd64") == resolve_seccomp_profile(
+        COMMON_FORM, arch="amd64")
+    assert load_seccomp_profile(str(path), capabilities=["CAP_SYS_BOOT"], arch="amd64")[
+        "syscalls"][1] == {"names": ["reboot"], "action": "SCMP_ACT_ALLOW"}
+    (tmp_path / "text").write_text("not json")
+    (tmp_path / "list.json").write_text("[1]")
+    (tmp_path / "bad.json").write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
+                                                   "syscalls": [{"names": ["x"], "includes": 3}]}))
+    for bad, match in (("relative.json", "must be absolute"),
+                       (tmp_path / "absent.json", "absent.json: cannot read it"),
+                       (tmp_path / "text", "text: not JSON"),
+                       (tmp_path / "list.json", "list.json: not a seccomp profile"),
+                       (tmp_path / "bad.json", "bad.json: malformed")):
+        with pytest.raises(SeccompProfileError, match=match):
+            load_seccomp_profile(bad)
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,7 @@ def test_defaults_are_the_design_pages() -> None:
     assert rt.default_capabilities == DEFAULT_CAPABILITIES
     assert "NET_RAW" not in rt.default_capabilities and len(DEFAULT_CAPABILITIES) == 9
     assert rt.default_sysctls == () and rt.seccomp_profile == ""
+    assert rt.seccomp_use_default_when_empty is False
     assert (rt.pids_limit, rt.log_size_max, rt.ctr_stop_timeout, rt.no_pivot) == (
         1024, -1, 30, False)
     assert dict(rt.runtimes) == {
@@ -90,7 +91,9 @@ def test_every_key_is_read(tmp_path: Path) -> None:
                          "namespaces_dir": "/ns",
                          "default_capabilities": ["CHOWN"],
                          "default_sysctls": ["net.ipv4.ping_group_range=0 0"],
-                         "seccomp_profile": "/p.json", "pids_limit": 10, "log_size_max": 99,
+                         "seccomp_profile": "/p.json",
+                         "seccomp_use_default_when_empty": True,
+                         "pids_limit": 10, "log_size_max": 99,
                          "ctr_stop_timeout": 5, "no_pivot": True},
         "crio.runtime.runtimes.crun": {"runtime_path": "/usr/bin/crun",
                                        "runtime_root": "/cr"},
@@ -114,6 +117,7 @@ def test_every_key_is_read(tmp_path: Path) -> None:
     assert rt.default_sysctls == ("net.ipv4.ping_group_range=0 0",)
     assert (rt.seccomp_profile, rt.pids_limit, rt.log_size_max, rt.ctr_stop_timeout,
             rt.no_pivot) == ("/p.json", 10, 99, 5, True)
+    assert rt.seccomp_use_default_when_empty is True
     assert rt.runtimes["crun"] == RuntimeHandlerConfig(name="crun", runtime_path="/usr/bin/crun",
                                                        runtime_root=Path("/cr"))
     # A new handler gets a root of its own; the built-in ones stay.
@@ -171,6 +175,7 @@ def test_unknown_keys_are_refused_naming_file_table_and_key(
     ("crio.runtime", "pids_limit", True, "an integer"),
     ("crio.runtime", "ctr_stop_timeout", "30", "an integer"),
     ("crio.runtime", "no_pivot", 1, "true or false"),
+    ("crio.runtime", "seccomp_use_default_when_empty", "yes", "true or false"),
     ("crio.runtime", "cgroup_manager", "systemd", "one of 'cgroupfs'"),
     ("crio.runtime", "monitor", "runc", "one of 'auto', 'conmon', 'criolib'"),
     ("crio.runtime", "default_sysctls", ["kernel.shm_rmid_forced"], "\"key=value\""),

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -49,6 +50,7 @@ pytestmark = pytest.mark.integration
 
 IMAGE = "localhost/testbed/busybox:latest"
 State = cri.ContainerState
+Ctx = cri.LinuxContainerSecurityContext
 
 
 @attrs.define
@@ -91,7 +93,7 @@ class Bed:
             runtime_handler=handler, hostname="pod-host", sandbox_dir=str(sdir),
             log_directory=str(logs), shm_path=str(sdir / "shm"),
             namespaces={k: str(pod.path(k)) for k in ("net", "ipc", "uts")})
-        self.state.put(record)
+        self.manager.state.put(record)  # the records of the manager in use (after a restart)
         return record
 
 
@@ -355,7 +357,6 @@ def test_security_context_from_inside(crio_bed: Bed, tmp_path: Path) -> None:
     bed = crio_bed
     sandbox = bed.sandbox("crun")
     show = "cat /proc/self/status; id"
-    Ctx = cri.LinuxContainerSecurityContext
 
     _, text = run(bed, sandbox, ctr_config(show, name="user", sc=Ctx(
         run_as_user=cri.Int64Value(value=1000), run_as_group=cri.Int64Value(value=1000),
@@ -381,9 +382,13 @@ def test_security_context_from_inside(crio_bed: Bed, tmp_path: Path) -> None:
     assert fields["Seccomp"] == "0" and fields["NoNewPrivs"] == "0"
     assert int(fields["CapEff"], 16) & (1 << 21)  # SYS_ADMIN
 
-    _, text = run(bed, sandbox, ctr_config(show, name="default", sc=Ctx(no_new_privs=True)))
+    _, text = run(bed, sandbox, ctr_config(show, name="default", sc=Ctx(
+        no_new_privs=True, seccomp=cri.SecurityProfile())))
     fields = proc_status(text)
     assert (fields["Seccomp"], fields["NoNewPrivs"]) == ("2", "1")
+    # No profile named at all: unconfined (critest "should support nil profile").
+    _, text = run(bed, sandbox, ctr_config(show, name="nilprof", sc=Ctx(no_new_privs=True)))
+    assert (proc_status(text)["Seccomp"], proc_status(text)["NoNewPrivs"]) == ("0", "1")
     unconfined = cri.SecurityProfile(profile_type=cri.SecurityProfile.ProfileType.Unconfined)
     _, text = run(bed, sandbox, ctr_config(show, name="unconf", sc=Ctx(seccomp=unconfined)))
     assert (proc_status(text)["Seccomp"], proc_status(text)["NoNewPrivs"]) == ("0", "0")
@@ -481,6 +486,12 @@ def test_exec_sync(bed: Bed, handler: str) -> None:
                                                      timeout=1))
     assert time.monotonic() - t0 < 10
     assert (resp.exit_code, resp.stderr) == (-1, b"command timed out")
+    # The timed-out command is gone (critest: exec sync timeout leaves nothing behind).
+    ps = bed.manager.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=["ps", "-o",
+                                                                       "pid,args"],
+                                                   timeout=10))
+    assert ps.exit_code == 0 and b"sleep 1000" in ps.stdout, ps
+    assert b"sleep 30" not in ps.stdout, ps.stdout.decode()
     with pytest.raises(InvalidRequest):
         bed.manager.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=[]))
     bed.manager.stop_container(cri.StopContainerRequest(container_id=cid, timeout=0))
@@ -656,8 +667,13 @@ def test_bad_requests_and_unknown_ids(crio_bed: Bed) -> None:
     assert not list(bed.config.runtime.container_attach_socket_dir.glob("*/monitor.json"))
 
     unknown = "0" * 64
+    # StopContainer is idempotent (api.proto; cri-tools "StopContainer should not return
+    # an error if not found"), as RemoveContainer is.
+    assert m.stop_container(cri.StopContainerRequest(container_id=unknown)) == (
+        cri.StopContainerResponse())
+    with pytest.raises(InvalidRequest, match="container_id is empty"):
+        m.stop_container(cri.StopContainerRequest(container_id=""))
     for call in (lambda: m.start_container(cri.StartContainerRequest(container_id=unknown)),
-                 lambda: m.stop_container(cri.StopContainerRequest(container_id=unknown)),
                  lambda: m.container_status(cri.ContainerStatusRequest(container_id=unknown)),
                  lambda: m.exec_sync(cri.ExecSyncRequest(container_id=unknown, cmd=["x"])),
                  lambda: m.reopen_container_log(
@@ -705,3 +721,217 @@ def test_recover_after_restart(bed: Bed) -> None:
             assert_gone(bed, cid, fresh.runtime("runc"))
     finally:
         old.close()
+
+
+def test_half_made_container_of_another_handler_is_cleaned(crio_bed: Bed) -> None:
+    """A crash between the runtime's create and the record (no record names the
+    handler): recovery asks every configured runtime, not only the default (runc)."""
+    bed = crio_bed
+    assert bed.config.runtime.default_runtime == "runc"
+    sandbox = bed.sandbox("crun")
+    cid = create(bed, sandbox, ctr_config("sleep 1000", name="halfmade"))
+    record = bed.manager.state.container(cid)
+    bed.manager.state.delete_container(cid)  # as if the record was never written
+    assert cid in [s.id for s in bed.manager.runtime("crun").list()]
+    fresh = bed.new_manager()
+    try:
+        fresh.recover()
+        assert cid not in [s.id for s in fresh.runtime("crun").list()]
+        assert cid not in [c.id for c in bed.store.containers()]
+        assert cid not in Path("/proc/self/mounts").read_text()
+        assert not (bed.config.runtime.container_attach_socket_dir / cid).exists()
+    finally:
+        fresh.close()
+    bed.manager.names.release(record.name, cid)
+
+
+def test_list_notices_a_dead_monitor(crio_bed: Bed) -> None:
+    """The pod's monitor is SIGKILLed: ListContainers (which only looks at exit files
+    and whether the monitor lives) no longer reports the container RUNNING."""
+    bed = crio_bed
+    sandbox = bed.sandbox("runc")
+    cid = create(bed, sandbox, ctr_config("sleep 1000", name="orphaned"))
+    bed.manager.start_container(cri.StartContainerRequest(container_id=cid))
+
+    def listed() -> cri.Container:
+        found = bed.manager.list_containers(cri.ListContainersRequest(
+            filter=cri.ContainerFilter(id=cid))).containers
+        assert len(found) == 1
+        return found[0]
+
+    assert listed().state == State.CONTAINER_RUNNING
+    monitor_pid = bed.manager.state.container(cid).extra["monitor_pid"]
+    assert isinstance(monitor_pid, int) and monitor_pid > 0
+    os.kill(monitor_pid, 9)
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{monitor_pid}").exists():
+        assert time.monotonic() < deadline, "the monitor did not die"
+        time.sleep(0.05)
+    deadline = time.monotonic() + 20
+    while listed().state == State.CONTAINER_RUNNING:
+        assert time.monotonic() < deadline, "ListContainers still says RUNNING"
+        time.sleep(0.1)
+    st = status(bed, cid)
+    assert (st.state, st.reason) == (State.CONTAINER_EXITED, "Error"), st
+    remove(bed, cid)
+    assert_gone(bed, cid, bed.manager.runtime("runc"))
+
+
+class _Guarded:
+    """A sandbox side with SandboxManager's ``guard``: it records the holds, and can
+    make the sandbox NOTREADY the moment the hold is taken (a Stop just before)."""
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+        self.events: list[str] = []
+        self.stop_on_enter = False
+
+    def sandbox(self, ref: str) -> SandboxRecord:
+        return self.state.sandbox(ref)
+
+    @contextlib.contextmanager
+    def guard(self, ref: str) -> Iterator[str]:
+        self.events.append("enter")
+        if self.stop_on_enter:
+            self.state.update_sandbox(ref, state=cri.PodSandboxState.SANDBOX_NOTREADY)
+        try:
+            yield ref
+        finally:
+            self.events.append("exit:" + ",".join(
+                r.name.split("_")[1] for r in self.state.containers(ref)))
+
+
+def test_create_holds_the_sandbox_guard_and_rechecks_inside(crio_bed: Bed) -> None:
+    bed = crio_bed
+    sandbox = bed.sandbox("crun")
+    side = _Guarded(bed.manager.state)
+    manager = ContainerManager(config=bed.config, state=bed.manager.state,
+                               names=bed.manager.names,
+                               store=bed.store, images=bed.images, sandboxes=side)
+    try:
+        cid = manager.create_container(cri.CreateContainerRequest(
+            pod_sandbox_id=sandbox.id, config=ctr_config("true", name="guarded"))).container_id
+        # The record was written while the sandbox was held.
+        assert side.events == ["enter", "exit:guarded"]
+        side.stop_on_enter = True
+        with pytest.raises(FailedPrecondition, match="not ready"):
+            manager.create_container(cri.CreateContainerRequest(
+                pod_sandbox_id=sandbox.id, config=ctr_config("true", name="late")))
+        assert side.events[2:] == ["enter", "exit:guarded"]
+        manager.remove_container(cri.RemoveContainerRequest(container_id=cid))
+    finally:
+        manager.close()
+
+
+@contextlib.contextmanager
+def _pid_holder() -> Iterator[int]:
+    """A process holding a fresh pid namespace (as the sandbox side's holder does):
+    yields the pid of its init (``sleep``), whose /proc/<pid>/ns/pid is the namespace."""
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "sleep", "infinity"])
+    holder: int | None = None
+    try:
+        deadline = time.monotonic() + 10
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        while not children.read_text().split():
+            assert time.monotonic() < deadline, "unshare did not start its child"
+            time.sleep(0.02)
+        holder = int(children.read_text().split()[0])
+        yield holder
+    finally:
+        # The namespace's init first: killing unshare alone leaves it running.
+        if holder is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(holder, signal.SIGKILL)
+        proc.kill()
+        proc.wait(10)
+
+
+def test_pid_namespace_of_the_pod(crio_bed: Bed) -> None:
+    """Containers with pid POD join the pod's namespace (the record's path) and see each
+    other's processes; one with pid CONTAINER in the same pod has its own."""
+    bed = crio_bed
+    with _pid_holder() as holder:
+        base = bed.sandbox("crun")
+        sandbox = attrs.evolve(base, namespaces={**base.namespaces,
+                                                 "pid": f"/proc/{holder}/ns/pid"})
+        bed.manager.state.put(sandbox)
+
+        def pid_mode(mode: cri.NamespaceMode) -> cri.LinuxContainerSecurityContext:
+            return Ctx(namespace_options=cri.NamespaceOption(pid=mode))
+
+        server = create(bed, sandbox, ctr_config("sleep 1001", name="pidsrv",
+                                                 sc=pid_mode(cri.NamespaceMode.POD)))
+        try:
+            bed.manager.start_container(cri.StartContainerRequest(container_id=server))
+            _, text = run(bed, sandbox, ctr_config("ps -o pid,args", name="pidpeer",
+                                                   sc=pid_mode(cri.NamespaceMode.POD)))
+            assert "sleep 1001" in text and "sleep infinity" in text, text
+            _, text = run(bed, sandbox, ctr_config("ps -o pid,args", name="pidown",
+                                                   sc=pid_mode(cri.NamespaceMode.CONTAINER)))
+            assert "sleep 1001" not in text and "sleep infinity" not in text, text
+            assert text.splitlines()[1].split()[0] == "1", text  # its own init is pid 1
+        finally:
+            remove(bed, server)
+        assert_gone(bed, server, bed.manager.runtime("crun"))
+
+
+def test_sysctl_is_seen_inside(crio_bed: Bed) -> None:
+    """A pod sysctl (kernel.shm_rmid_forced, in the pod's own ipc namespace) is what a
+    container of the pod reads; the host's stays as it was."""
+    bed = crio_bed
+    base = bed.sandbox("runc")
+    host_value = Path("/proc/sys/kernel/shm_rmid_forced").read_text().strip()
+    assert host_value == "0"
+    assert base.config.linux is None
+    sandbox = attrs.evolve(base, config=attrs.evolve(base.config, linux=cri.LinuxPodSandboxConfig(
+        sysctls={"kernel.shm_rmid_forced": "1"})))
+    bed.manager.state.put(sandbox)
+    st, text = run(bed, sandbox, ctr_config("cat /proc/sys/kernel/shm_rmid_forced",
+                                            name="sysctl"))
+    assert st.exit_code == 0 and text.strip() == "1", text
+    assert Path("/proc/sys/kernel/shm_rmid_forced").read_text().strip() == host_value
+
+
+def test_host_to_container_and_private_propagation(crio_bed: Bed, tmp_path: Path) -> None:
+    """A mount made on the host under a host-to-container (rslave) mount after the start
+    is seen inside; under a private (rprivate) one it is not."""
+    bed = crio_bed
+    sandbox = bed.sandbox("crun")
+    shared = tmp_path / "prop"
+    shared.mkdir()
+    subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+    cids: list[str] = []
+    try:
+        subprocess.run(["mount", "--make-rshared", str(shared)], check=True)
+        (shared / "sub").mkdir()
+        for name, mode in (("slave", cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER),
+                           ("private", cri.MountPropagation.PROPAGATION_PRIVATE)):
+            cid = create(bed, sandbox, ctr_config("sleep 1000", name=f"prop-{name}", mounts=[
+                cri.Mount(container_path="/mnt/p", host_path=str(shared), propagation=mode)]))
+            cids.append(cid)
+            bed.manager.start_container(cri.StartContainerRequest(container_id=cid))
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "late", str(shared / "sub")],
+                       check=True)
+        (shared / "sub" / "marker").write_text("late\n")
+
+        def seen(cid: str) -> bytes:
+            resp = bed.manager.exec_sync(cri.ExecSyncRequest(
+                container_id=cid, cmd=["sh", "-c", "cat /mnt/p/sub/marker; "
+                                                   "grep -c ' /mnt/p/sub ' /proc/self/mountinfo"],
+                timeout=10))
+            return resp.stdout
+
+        assert seen(cids[0]) == b"late\n1\n"
+        assert seen(cids[1]) == b"0\n"
+        specs = [json.loads((Path(bed.manager.state.container(c).bundle) /
+                             "config.json").read_text()) for c in cids]
+        assert specs[0]["linux"]["rootfsPropagation"] == "rslave"
+        assert "rslave" in next(m for m in specs[0]["mounts"]
+                                if m["destination"] == "/mnt/p")["options"]
+        assert "rprivate" in next(m for m in specs[1]["mounts"]
+                                  if m["destination"] == "/mnt/p")["options"]
+    finally:
+        for cid in cids:
+            with contextlib.suppress(Exception):
+                remove(bed, cid)
+        subprocess.run(["umount", "-R", "-l", str(shared)], check=False)

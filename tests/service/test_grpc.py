@@ -395,21 +395,68 @@ def test_the_docs_example_runs() -> None:
     assert lines[4].startswith("unix:///tmp/") and lines[4].endswith("criolib.sock criolib")
 
 
-def test_managers_get_the_arguments_their_init_names(short_tmp: Path) -> None:
-    from criolib.service import Internal
-    from criolib.service._service import _build
+def _is_started(service: CRIService) -> bool:
+    return service.started  # read anew (mypy keeps an asserted property narrowed)
 
-    class Wants:
-        def __init__(self, *, config: Config, names: object, extra: int = 3) -> None:
-            self.config, self.names, self.extra = config, names, extra
 
-    class Needs:
-        def __init__(self, service: object, flux: object) -> None:
-            raise AssertionError("not built")
+def test_close_waits_for_calls_in_flight_and_refuses_new_ones(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() does not close the store under a call still running; calls that come
+    after close began are Unavailable; the wait is bounded by CLOSE_WAIT."""
+    from criolib.service import _service
 
-    config = Config.for_root(short_tmp)
-    built = _build(Wants, {"config": config, "names": "n", "state": None})
-    assert (built.config, built.names, built.extra) == (config, "n", 3)
-    with pytest.raises(Internal, match="Needs needs 'flux', which the service does not "
-                       "provide"):
-        _build(Needs, {"service": None})
+    service = CRIService(Config.for_root(short_tmp, storage_driver="vfs")).start()
+    assert service.images is not None
+    entered, release = threading.Event(), threading.Event()
+    seen: list[object] = []
+    real = service.images.list_images
+
+    def slow(request: cri.ListImagesRequest) -> cri.ListImagesResponse:
+        entered.set()
+        assert release.wait(20)
+        seen.append(service.store)  # still open: raises Unavailable once closed
+        return real(request)
+
+    monkeypatch.setattr(service.images, "list_images", slow)
+    results: list[object] = []
+    caller = threading.Thread(target=lambda: results.append(
+        service.list_images(cri.ListImagesRequest())))
+    caller.start()
+    assert entered.wait(10)
+    closer = threading.Thread(target=service.close)
+    closer.start()
+    deadline = time.monotonic() + 10
+    while not service._closing:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(Unavailable, match="ImageFsInfo: the CRI service is closing"):
+        service.image_fs_info(cri.ImageFsInfoRequest())
+    time.sleep(0.2)
+    assert closer.is_alive() and service.started  # waiting for the call in flight
+    release.set()
+    caller.join(10)
+    closer.join(10)
+    assert not closer.is_alive() and not _is_started(service)
+    assert len(seen) == 1 and isinstance(results[0], cri.ListImagesResponse), results
+
+    # A call that never ends holds close() only CLOSE_WAIT seconds.
+    monkeypatch.setattr(_service, "CLOSE_WAIT", 0.3)
+    service.start()
+    stuck = threading.Event()
+    assert service.images is not None
+    monkeypatch.setattr(service.images, "list_images",
+                        lambda request: stuck.wait(20) and cri.ListImagesResponse())
+    caller = threading.Thread(target=lambda: service.list_images(cri.ListImagesRequest()))
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not service._active:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    service.close()
+    assert 0.25 < time.monotonic() - t0 < 5 and not _is_started(service)
+    stuck.set()
+    caller.join(10)
+    # After a close, start works again.
+    with service:
+        assert service.list_images(cri.ListImagesRequest()).images == []

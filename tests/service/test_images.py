@@ -415,6 +415,10 @@ def test_concurrent_pulls_of_one_image_are_done_once(
     failures = _in_threads(3, lambda: pull(bed.service, missing))
     assert len(calls) == 2
     assert all(isinstance(f, NotFound) and "missing" in str(f) for f in failures), failures
+    # Each waiter raises an error object of its own, made from the leader's.
+    assert len({id(f) for f in failures}) == 3, failures
+    assert sum(isinstance(f, BaseException) and f.__cause__ in failures
+               for f in failures) == 2, [(f, getattr(f, "__cause__", None)) for f in failures]
     with pytest.raises(NotFound):
         pull(bed.service, missing)
     assert len(calls) == 3
@@ -483,6 +487,32 @@ def test_image_fs_info_after_a_pull(bed: Bed) -> None:
     assert empty.used_bytes is not None and empty.used_bytes.value < usage.used_bytes.value
     assert empty.inodes_used is not None
     assert empty.inodes_used.value < usage.inodes_used.value
+
+
+def test_image_fs_info_is_cached_until_a_pull_or_remove(
+        bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
+    walks: list[Path] = []
+    real = images_module._count_inodes
+
+    def counting(root: Path) -> int:
+        walks.append(root)
+        return real(root)
+
+    monkeypatch.setattr(images_module, "_count_inodes", counting)
+    first = bed.service.image_fs_info(ImageFsInfoRequest())
+    again = bed.service.image_fs_info(ImageFsInfoRequest())
+    assert len(walks) == 1 and again == first and again is not first
+    image_id = pull(bed.service, f"{bed.host}/testbed/busybox:latest")
+    pulled = bed.service.image_fs_info(ImageFsInfoRequest())
+    assert len(walks) == 2
+    assert pulled.image_filesystems[0].inodes_used != first.image_filesystems[0].inodes_used
+    remove(bed.service, image_id)
+    bed.service.image_fs_info(ImageFsInfoRequest())
+    assert len(walks) == 3
+    # Past the TTL it measures again.
+    monkeypatch.setattr(images_module, "FS_INFO_TTL", 0.0)
+    bed.service.image_fs_info(ImageFsInfoRequest())
+    assert len(walks) == 4
 
 
 def test_every_error_is_a_service_error(bed: Bed) -> None:

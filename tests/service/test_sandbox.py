@@ -11,8 +11,10 @@ directories, which pinning makes shared bind mounts of themselves (as ``ip netns
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -34,8 +36,10 @@ from criolib.service import (
     ServiceError,
 )
 from criolib.service import _cri_types as cri
-from criolib.service._sandbox import STOP_TIMEOUT, SandboxManager
+from criolib.service._sandbox import RWLock, SandboxManager
 from criolib.service._sandbox_files import is_mountpoint, mount_shm, unmount
+from criolib.service._sandbox_net import SHARED_CACHE_DIR, PodNetwork
+from criolib.service._sandbox_pid import holder_alive, kill_pid_holder, start_time
 from criolib.service._sandbox_plan import (
     namespace_options,
     normalize_sysctl_name,
@@ -52,6 +56,7 @@ from criolib.testing import (
 
 FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 NODE = cri.NamespaceMode.NODE
+POD = cri.NamespaceMode.POD
 CONTAINER = cri.NamespaceMode.CONTAINER
 READY = cri.PodSandboxState.SANDBOX_READY
 NOTREADY = cri.PodSandboxState.SANDBOX_NOTREADY
@@ -276,8 +281,13 @@ def test_default_sysctls_apply_where_they_can(tmp_path: Path) -> None:
         sysctls={"net.ipv4.ip_forward": "1"}))), InvalidRequest, "host's network"),
     (request(pod_config(linux=cri.LinuxPodSandboxConfig(
         security_context=cri.LinuxSandboxSecurityContext(
-            namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.POD))))),
-     FailedPrecondition, "infra process"),
+            namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.TARGET))))),
+     InvalidRequest, "pid TARGET"),
+    (request(pod_config(linux=cri.LinuxPodSandboxConfig(
+        security_context=cri.LinuxSandboxSecurityContext(
+            namespace_options=cri.NamespaceOption(userns_options=cri.UserNamespace(
+                mode=cri.NamespaceMode.POD)))))),
+     FailedPrecondition, "user namespaces"),
     (request(pod_config(linux=cri.LinuxPodSandboxConfig(cgroup_parent="kubepods.slice"))),
      InvalidRequest, "systemd slice"),
     (request(pod_config(dns_config=cri.DNSConfig(servers=["not an ip"]))), InvalidRequest,
@@ -347,7 +357,8 @@ def test_run_makes_namespaces_files_and_network_then_stop_and_remove(bed: Bed) -
     bed.manager.containers = hooks
     bed.stop(sandbox_id)
     bed.stop(sandbox_id)  # idempotent
-    assert hooks.calls == [("stop_all", sandbox_id, STOP_TIMEOUT)] * 2
+    timeout = bed.config.runtime.ctr_stop_timeout
+    assert hooks.calls == [("stop_all", sandbox_id, timeout)] * 2
     assert bed.status(sandbox_id).state == NOTREADY
     assert bed.status(sandbox_id).network == cri.PodSandboxNetworkStatus()
     assert bed.reservations() == []  # CNI DEL at stop
@@ -442,8 +453,11 @@ def test_retry_in_flight_gets_the_same_sandbox(bed: Bed) -> None:
     retry.join(20)
     assert errors == [] and len(results) == 2 and results[0] == results[1]
     assert hold.adds == 1
+    # a retry of the same request after the first finished (the kubelet's, after a
+    # timeout) gets the sandbox; another configuration for the name is refused
+    assert bed.run(config) == results[0]
     with pytest.raises(AlreadyExists, match=results[0]):
-        bed.run(config)  # a finished sandbox holds the name
+        bed.run(pod_config("slow", hostname="other"))
     bed.remove(results[0])
     assert bed.leftovers(results[:1]) == []
 
@@ -576,3 +590,227 @@ def test_pods_run_and_go_in_parallel(bed: Bed) -> None:
         list(pool.map(bed.remove, ids))
     assert bed.state.sandboxes() == []
     assert bed.leftovers(ids) == []
+
+
+# -- shared PID namespace (pid POD) ------------------------------------------------------
+
+
+def pid_pod_config(name: str, uid: str) -> cri.PodSandboxConfig:
+    options = cri.NamespaceOption(network=POD, pid=POD, ipc=POD)
+    return pod_config(name, uid=uid, linux=cri.LinuxPodSandboxConfig(
+        security_context=cri.LinuxSandboxSecurityContext(namespace_options=options)))
+
+
+def test_plan_of_a_pid_pod_pod(tmp_path: Path) -> None:
+    plan = plan_pod(request(pid_pod_config("p", "u")), Config.for_root(tmp_path))
+    assert plan.shared_pid and plan.namespace_kinds == ("net", "ipc", "uts")
+    assert not plan_pod(request(pod_config()), Config.for_root(tmp_path)).shared_pid
+
+
+def test_pid_pod_gets_a_holder_in_a_pid_namespace_of_its_own(bed: Bed) -> None:
+    sandbox_id = bed.run(pid_pod_config("shared", "s"))
+    record = bed.manager.sandbox(sandbox_id)
+    holder = record.extra["pid_holder"]
+    pid, ns = holder["pid"], record.namespaces["pid"]
+    assert ns == f"/proc/{pid}/ns/pid" and holder_alive(holder)
+    assert os.stat(ns).st_ino != os.stat("/proc/self/ns/pid").st_ino
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
+    nspid = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+             if line.startswith("NSpid:")]
+    assert nspid == [f"NSpid:\t{pid}\t1"]  # pid 1 of its namespace
+    # a process joining the namespace (as a container does) sees the holder as pid 1
+    # and nothing of the host
+    seen = sh("nsenter", f"--pid={ns}", "--", "unshare", "--mount", "--mount-proc", "sh",
+              "-c", "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'").split()
+    assert seen[0] == "sleep" and int(seen[1]) < 10
+    joined = subprocess.Popen(["nsenter", f"--pid={ns}", "--", "sleep", "60"])
+    info = json.loads(bed.manager.pod_sandbox_status(
+        cri.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)).info["info"])
+    assert info["infraProcess"]["pid"] == pid
+    try:
+        bed.stop(sandbox_id)
+        # the holder is gone, and with it everything in its namespace; unshare reaped
+        assert not holder_alive(holder)
+        assert joined.wait(5) != 0
+        assert not Path(f"/proc/{holder['unshare_pid']}").exists()
+        assert start_time(pid) is None
+        bed.stop(sandbox_id)  # idempotent
+    finally:
+        joined.kill()
+        joined.wait()
+    bed.remove(sandbox_id)
+    assert bed.leftovers([sandbox_id]) == []
+
+
+def test_recover_marks_a_pid_pod_whose_holder_died_notready(bed: Bed) -> None:
+    alive = bed.run(pid_pod_config("alive", "a"))
+    dead = bed.run(pid_pod_config("dead", "d"))
+    holder = bed.manager.sandbox(dead).extra["pid_holder"]
+    os.kill(holder["pid"], 9)
+    deadline = time.monotonic() + 5
+    while holder_alive(holder) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    names = NameRegistry("sandbox")
+    manager = SandboxManager(config=bed.config, state=StateStore(bed.config.state_dir),
+                             names=names)
+    manager.recover()
+    bed.manager, bed.state, bed.names = manager, manager.state, names
+    assert manager.sandbox(alive).state == READY
+    assert manager.sandbox(dead).state == NOTREADY
+    alive_holder = manager.sandbox(alive).extra["pid_holder"]
+    bed.remove(alive)  # not this manager's child: killed by pid and start time
+    bed.remove(dead)
+    assert not holder_alive(alive_holder)
+    for h in (holder, alive_holder):  # this process started them: reaped, no zombie
+        assert start_time(h["unshare_pid"]) != h["unshare_start_time"]
+    assert bed.settled_leftovers([alive, dead]) == []
+
+
+def test_a_reused_pid_is_never_killed() -> None:
+    # our own pid with a wrong start time: a holder whose pid now names another process
+    me = {"pid": os.getpid(), "start_time": (start_time(os.getpid()) or 0) + 1,
+          "unshare_pid": os.getpid(), "unshare_start_time": 1}
+    assert not holder_alive(me)
+    kill_pid_holder(me, "test")  # returns: neither signalled nor waited for
+
+
+# -- stop timeout, the sandbox lock -----------------------------------------------------
+
+
+def test_stop_gives_each_container_ctr_stop_timeout(bed: Bed) -> None:
+    config = attrs.evolve(bed.config, runtime=attrs.evolve(bed.config.runtime,
+                                                           ctr_stop_timeout=7))
+    manager = SandboxManager(config=config, state=bed.state, names=bed.names)
+    hooks = FakeContainers()
+    manager.containers = hooks
+    sandbox_id = manager.run_pod_sandbox(request(pod_config(host_network=True))).pod_sandbox_id
+    manager.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
+    assert hooks.calls == [("stop_all", sandbox_id, 7)]
+    manager.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+    assert hooks.calls[-2:] == [("stop_all", sandbox_id, 7), ("remove_all", sandbox_id, None)]
+
+
+def test_rwlock_shares_readers_and_excludes_writers() -> None:
+    lock = RWLock()
+    order: list[str] = []
+    both_in = threading.Barrier(2, timeout=5)
+
+    def reader(tag: str, meet: bool) -> None:
+        with lock.shared():
+            order.append(tag)
+            if meet:
+                both_in.wait()
+
+    def writer() -> None:
+        with lock.exclusive():
+            order.append("w")
+
+    with lock.shared():
+        other = threading.Thread(target=reader, args=("r2", True))
+        other.start()
+        both_in.wait()  # two shared holders at once
+        other.join(5)
+        w = threading.Thread(target=writer)
+        w.start()
+        deadline = time.monotonic() + 5
+        while not lock._writers_waiting:  # the writer is queued (even on a loaded machine)
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(0.05)
+        assert order == ["r2"] and w.is_alive()  # the writer waits for the reader
+        late = threading.Thread(target=reader, args=("r3", False))
+        late.start()
+        time.sleep(0.1)
+        assert order == ["r2"]  # a writer waits: new readers wait behind it
+    w.join(5)
+    late.join(5)
+    assert order == ["r2", "w", "r3"]
+    with lock.exclusive():
+        blocked = threading.Thread(target=reader, args=("r4", False))
+        blocked.start()
+        time.sleep(0.05)
+        assert "r4" not in order
+    blocked.join(5)
+    assert order[-1] == "r4"
+
+
+def test_remove_waits_for_a_guarded_create(bed: Bed) -> None:
+    sandbox_id = bed.run(pod_config("guarded", host_network=True))
+    inside, leave = threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def create() -> None:
+        with bed.manager.guard(sandbox_id[:12]) as full:
+            seen.append(full)
+            inside.set()
+            assert leave.wait(10)
+            seen.append(bed.manager.sandbox(full).state)  # still there, still READY
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    assert inside.wait(5)
+    remover = threading.Thread(target=bed.remove, args=(sandbox_id,))
+    stopper = threading.Thread(target=bed.stop, args=(sandbox_id,))
+    remover.start()
+    stopper.start()
+    time.sleep(0.2)
+    assert remover.is_alive() and stopper.is_alive()
+    assert bed.manager.sandbox(sandbox_id).state == READY
+    leave.set()
+    for t in (creator, remover, stopper):
+        t.join(10)
+    assert seen == [sandbox_id, READY]
+    # a guard after the remove: the re-check inside finds no sandbox
+    with bed.manager.guard(sandbox_id) as full, pytest.raises(NotFound):
+        bed.manager.sandbox(full)
+    assert bed.state.sandboxes() == []
+
+
+# -- CNI GC at start ---------------------------------------------------------------------
+
+
+def cache_entries(bed: Bed) -> list[str]:
+    results = bed.config.network.cache_dir / "results"
+    return sorted(p.name for p in results.iterdir()) if results.exists() else []
+
+
+def test_recover_dels_attachments_of_sandboxes_no_longer_known(bed: Bed) -> None:
+    kept = bed.run(pod_config("kept", uid="k"))
+    gone = bed.run(pod_config("gone", uid="g"))
+    record = bed.manager.sandbox(gone)
+    assert len(bed.reservations()) == 2 and len(cache_entries(bed)) == 2
+    # a reboot: /run (records, namespaces, shm) is wiped, the CNI cache and IPAM not
+    for kind in ("net", "ipc", "uts"):
+        PinnedNamespace(record.namespaces[kind]).remove()
+    unmount(Path(record.shm_path), "test")
+    shutil.rmtree(record.sandbox_dir)
+    shutil.rmtree(record.log_directory)
+    bed.state.delete_sandbox(gone)
+    names = NameRegistry("sandbox")
+    manager = SandboxManager(config=bed.config, state=StateStore(bed.config.state_dir),
+                             names=names)
+    manager.recover()
+    bed.manager, bed.state, bed.names = manager, manager.state, names
+    assert bed.reservations() == [manager.sandbox(kept).ip]
+    assert [e for e in cache_entries(bed) if gone in e] == []
+    assert [e for e in cache_entries(bed) if kept in e] != []
+    bed.remove(kept)
+    assert bed.settled_leftovers([kept, gone]) == []
+
+
+def test_gc_only_on_a_cni_cache_of_criolib_own(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    own = Config.for_root(tmp_path)
+    own.network.network_dir.mkdir(parents=True)
+    (own.network.network_dir / "10-a.conflist").write_text(
+        '{"cniVersion": "1.0.0", "name": "a", "plugins": [{"type": "loopback"}]}')
+    shared = attrs.evolve(own, network=attrs.evolve(own.network,
+                                                    cache_dir=SHARED_CACHE_DIR))
+    for config, expected in ((shared, []), (own, [("a", [("id1", "eth0")])])):
+        network = PodNetwork(config)
+        calls: list[tuple[str, list[tuple[str, str]]]] = []
+        monkeypatch.setattr(network.cni, "gc",
+                            lambda net, valid, calls=calls: calls.append((net.name, list(valid))))
+        network.gc({"id1"})
+        assert calls == expected
+        assert network.owns_cache == bool(expected)

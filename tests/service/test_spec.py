@@ -14,13 +14,18 @@ from typing import Any
 import attrs
 import pytest
 
-from criolib.runtime_spec import ALL_CAPABILITIES, STOP_SIGNAL_ANNOTATION, host_capabilities
+from criolib.runtime_spec import (
+    ALL_CAPABILITIES,
+    STOP_SIGNAL_ANNOTATION,
+    host_capabilities,
+    load_seccomp_profile,
+)
 from criolib.service import _cri_types as cri
 from criolib.service._config import Config
 from criolib.service._errors import InvalidRequest
 from criolib.service._spec import BuiltSpec, build_spec, cgroups_path, resources_to_wire
 from criolib.service._spec_mounts import mount_propagation_of
-from criolib.service._spec_security import load_seccomp_profile, user_spec
+from criolib.service._spec_security import user_spec
 from criolib.service._state import SandboxRecord
 
 Ctx = cri.LinuxContainerSecurityContext
@@ -92,7 +97,9 @@ def test_defaults(rootfs: Path, sandbox: SandboxRecord) -> None:
     assert process["capabilities"]["bounding"] == defaults
     assert process["capabilities"]["effective"] == defaults
     assert process["noNewPrivileges"] is True  # no security context: the secure default
-    assert doc["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    # No seccomp asked for at all: unconfined (critest "should support nil profile,
+    # which is unconfined"; CRI-O's seccomp_use_default_when_empty = false).
+    assert "seccomp" not in doc["linux"]
     assert doc["hostname"] == "pod-host"
     namespaces = {ns["type"]: ns.get("path") for ns in doc["linux"]["namespaces"]}
     assert namespaces == {"network": "/run/netns/p", "ipc": "/run/ipcns/p",
@@ -159,7 +166,13 @@ def test_user(rootfs: Path, sandbox: SandboxRecord) -> None:
         "uid": 1000, "gid": 1000, "additionalGids": [5, 7, 10]}
     assert user(Ctx(run_as_user=cri.Int64Value(value=4000),
                     run_as_group=cri.Int64Value(value=44))) == {"uid": 4000, "gid": 44}
-    assert user(Ctx(run_as_group=cri.Int64Value(value=44)), image_user="tester") == {
+    # critest "should return error if RunAsGroup is set without RunAsUser" (CRI-O's and
+    # containerd's "user group is specified without user or username").
+    with pytest.raises(InvalidRequest, match=r"run_as_group .*without run_as_user"):
+        user(Ctx(run_as_group=cri.Int64Value(value=44)), image_user="tester")
+    with pytest.raises(InvalidRequest, match="run_as_group"):
+        user_spec(Ctx(run_as_group=cri.Int64Value(value=44)))
+    assert user(Ctx(run_as_username="tester", run_as_group=cri.Int64Value(value=44))) == {
         "uid": 1000, "gid": 44}
     assert user(Ctx(), image_user="tester")["uid"] == 1000
     with pytest.raises(InvalidRequest, match="nobody-here"):
@@ -176,6 +189,14 @@ def test_seccomp(rootfs: Path, sandbox: SandboxRecord, tmp_path: Path) -> None:
 
     default = seccomp(Ctx(seccomp=cri.SecurityProfile()))
     assert default["defaultAction"] == "SCMP_ACT_ERRNO"
+    # Nothing asked (no context, or neither seccomp nor seccomp_profile_path): unconfined,
+    # unless seccomp_use_default_when_empty says RuntimeDefault.
+    assert seccomp(None) is None and seccomp(Ctx()) is None
+    when_empty = Config()
+    when_empty = attrs.evolve(when_empty, runtime=attrs.evolve(
+        when_empty.runtime, seccomp_use_default_when_empty=True))
+    assert seccomp(None, when_empty) == default and seccomp(Ctx(), when_empty) == default
+    assert seccomp(Ctx(seccomp_profile_path="unconfined"), when_empty) is None
     assert seccomp(Ctx(seccomp_profile_path="runtime/default")) == default
     assert seccomp(Ctx(seccomp=cri.SecurityProfile(profile_type=Profile.Unconfined))) is None
     assert seccomp(Ctx(seccomp_profile_path="unconfined")) is None
@@ -212,7 +233,9 @@ def test_seccomp(rootfs: Path, sandbox: SandboxRecord, tmp_path: Path) -> None:
     config = Config()
     config = attrs.evolve(config, runtime=attrs.evolve(config.runtime,
                                                        seccomp_profile=str(oci)))
-    assert seccomp(None, config)["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert seccomp(Ctx(seccomp=cri.SecurityProfile()), config)["defaultAction"] == (
+        "SCMP_ACT_ALLOW")
+    assert seccomp(None, config) is None
     for bad, match in ((tmp_path / "absent.json", "cannot read"), (rootfs / "etc" / "passwd",
                                                                   "not JSON")):
         with pytest.raises(InvalidRequest, match=match):
@@ -221,7 +244,8 @@ def test_seccomp(rootfs: Path, sandbox: SandboxRecord, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="localhost_ref"):
         seccomp(Ctx(seccomp=cri.SecurityProfile(profile_type=Profile.Localhost)))
     with pytest.raises(InvalidRequest, match="absolute"):
-        load_seccomp_profile("relative.json")
+        seccomp(Ctx(seccomp=cri.SecurityProfile(profile_type=Profile.Localhost,
+                                                localhost_ref="relative.json")))
 
 
 def test_privileged_nnp_paths_readonly(rootfs: Path, sandbox: SandboxRecord) -> None:

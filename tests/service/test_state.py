@@ -21,6 +21,7 @@ from criolib.service import (
 )
 from criolib.service import _cri_types as cri
 from criolib.service._state import (
+    RESERVE_TIMEOUT,
     ContainerRecord,
     NameRegistry,
     SandboxRecord,
@@ -196,11 +197,16 @@ def test_reserve_complete_and_the_finished_holder() -> None:
         assert first.owner
         first.complete("id-1", result="response-1")
     assert names.holder("pod") == "id-1"
-    # A finished object holds the name: AlreadyExists naming it, whatever the key.
-    for key in ("k1", "k2"):
-        with pytest.raises(AlreadyExists, match="sandbox name 'pod' is reserved by "
-                           "sandbox id-1"):
-            names.reserve("pod", key)
+    # A retry of the finished request (same key) gets the object, not AlreadyExists:
+    # the kubelet retries the same attempt when its first call timed out.
+    retry = names.reserve("pod", "k1")
+    assert (retry.owner, retry.holder, retry.result) == (False, "id-1", "response-1")
+    retry.release()  # a non-owner's release is a no-op
+    assert names.holder("pod") == "id-1"
+    # Another key: AlreadyExists naming the holder.
+    with pytest.raises(AlreadyExists, match="sandbox name 'pod' is reserved by "
+                       "sandbox id-1"):
+        names.reserve("pod", "k2")
     names.release("pod", "someone-else")  # not the holder: no-op
     assert names.holder("pod") == "id-1"
     names.release("pod", "id-1")
@@ -215,8 +221,9 @@ def test_restore_marks_names_held() -> None:
     names = NameRegistry("container")
     names.restore([("a", "id-a"), ("b", "id-b")])
     assert names.holder("b") == "id-b"
-    with pytest.raises(AlreadyExists, match="id-a"):
-        names.reserve("a", "k")
+    for key in ("k", ""):  # the key of a restored name is unknown: no retry matches
+        with pytest.raises(AlreadyExists, match="id-a"):
+            names.reserve("a", key)
     names.release("a")
     assert names.reserve("a", "k").owner
 
@@ -265,6 +272,17 @@ def test_waiting_has_a_deadline() -> None:
     assert 0.15 < time.monotonic() - started < 2
     first.release()
     assert names.reserve("pod", "k", timeout=0.2).owner
+
+
+def test_waiting_is_capped_by_default() -> None:
+    # a retry of a hung first request does not wait forever: the registry's max_wait
+    assert NameRegistry().max_wait == RESERVE_TIMEOUT == 120
+    names = NameRegistry("container", max_wait=0.2)
+    names.reserve("c", "k")
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match=r"container name 'c'.*within 0\.2 s"):
+        names.reserve("c", "k")  # no timeout given
+    assert time.monotonic() - started < 2
 
 
 def test_many_threads_one_name_the_work_is_done_once() -> None:
