@@ -460,3 +460,20 @@ def test_close_waits_for_calls_in_flight_and_refuses_new_ones(
     # After a close, start works again.
     with service:
         assert service.list_images(cri.ListImagesRequest()).images == []
+
+
+def test_the_docs_pod_example_runs() -> None:
+    """The page's second example (a pod and a container in process) prints what it says."""
+    from criolib.testing import require_root
+
+    require_root()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text()
+    section = page.split("### A pod and a container, in process", 1)[1]
+    example, after = section.split("```python\n", 1)[1].split("```", 1)
+    expected = after.split("```\n", 1)[1].split("```", 1)[0].splitlines()
+    proc = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"exec: 0 {os.uname().nodename}"
+    assert lines[1:] == expected[1:]
