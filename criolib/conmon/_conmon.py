@@ -63,6 +63,9 @@ from criolib.conmon._errors import (
 from criolib.conmon._exitfile import memory_cgroup_dir, oom_kill_count
 from criolib.conmon._records import (
     RECORD,
+    RuntimeClients,
+    check_exec_args,
+    clear_stale_exit,
     container_dir,
     list_containers,
     make_container_dir,
@@ -108,7 +111,7 @@ class ConmonMonitor:
         self._binary = resolve_binary(binary)
         self._log_level = log_level
         self._lock = threading.Lock()
-        self._runtimes: dict[tuple[str, str | None, bool], RuntimeClient] = {}
+        self._runtimes = RuntimeClients()
 
     def __repr__(self) -> str:
         return f"ConmonMonitor({str(self._run_dir)!r}, binary={str(self._binary)!r})"
@@ -200,10 +203,7 @@ class ConmonMonitor:
             self._socket_dir.mkdir(mode=0o700, exist_ok=True)
             config.exit_dir.mkdir(parents=True, exist_ok=True)
             persist.mkdir(parents=True, exist_ok=True)
-            # An exit left by an earlier container of this id would read as this one's.
-            for stale in (config.exit_dir / cid, persist / "exit", persist / "oom"):
-                with contextlib.suppress(FileNotFoundError):
-                    stale.unlink()
+            clear_stale_exit(config, persist)
         except OSError as exc:
             remove_container_dir(self._run_dir, cid)
             raise MonitorError(f"container {cid!r}: cannot prepare its directories: "
@@ -359,20 +359,7 @@ class ConmonMonitor:
     # -- exec -----------------------------------------------------------------------
 
     def _runtime_of(self, record: dict[str, Any]) -> RuntimeClient:
-        from criolib.runtime_spec import RuntimeClient, RuntimeSpecError
-
-        spec = record["runtime"]
-        key = (spec["path"], spec.get("root"), bool(spec.get("systemd_cgroup")))
-        with self._lock:
-            client = self._runtimes.get(key)
-            if client is None:
-                try:
-                    client = RuntimeClient(key[0], root=key[1], systemd_cgroup=key[2])
-                except RuntimeSpecError as exc:
-                    raise MonitorError(f"container {record['container_id']!r}: its "
-                                       f"runtime {key[0]} cannot be used: {exc}") from exc
-                self._runtimes[key] = client
-        return client
+        return self._runtimes.for_record(record)
 
     def exec_sync(
         self,
@@ -394,14 +381,7 @@ class ConmonMonitor:
         and of stderr are returned (``truncated`` when more came). A failure of the
         runtime's exec raises :class:`ExecFailed`.
         """
-        if isinstance(output_limit, bool) or not isinstance(output_limit, int) or \
-                output_limit < 0:
-            raise InvalidMonitorConfig(f"container {container_id!r}: output_limit must be "
-                                       f"an integer >= 0, not {output_limit!r}")
-        if timeout is not None and (isinstance(timeout, bool) or
-                                    not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise InvalidMonitorConfig(f"container {container_id!r}: exec timeout must be "
-                                       f"a number of seconds > 0, not {timeout!r}")
+        check_exec_args(container_id, output_limit, timeout)
         record = self._record(container_id)
         self._check_running(record, "exec in it")
         return exec_sync(self._context(), record, runtime or self._runtime_of(record),

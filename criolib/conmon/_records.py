@@ -11,18 +11,25 @@ import contextlib
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from criolib._atomic import atomic_write_bytes
 from criolib.conmon._api import ContainerConfig, ExitStatus, check_container_id
-from criolib.conmon._errors import MonitorError, UnknownContainer
+from criolib.conmon._errors import InvalidMonitorConfig, MonitorError, UnknownContainer
 from criolib.conmon._exitfile import read_exit_file
+
+if TYPE_CHECKING:
+    from criolib.runtime_spec import RuntimeClient
 
 __all__ = [
     "RECORD",
     "RECORD_VERSION",
+    "RuntimeClients",
+    "check_exec_args",
+    "clear_stale_exit",
     "container_dir",
     "list_containers",
     "make_container_dir",
@@ -149,3 +156,53 @@ def pid_alive(pid: int | None) -> bool:
         return False
     state = stat.rsplit(b")", 1)[1].split()[0]
     return state not in (b"Z", b"X")
+
+
+class RuntimeClients:
+    """The runtime clients of containers, rebuilt from their records and shared.
+
+    A record names the runtime binary, its ``--root`` and the cgroup manager; one
+    :class:`~criolib.runtime_spec.RuntimeClient` serves every container with the same
+    three, so exec does not build a client per call.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str | None, bool], RuntimeClient] = {}
+
+    def for_record(self, record: dict[str, Any]) -> RuntimeClient:
+        """The client for ``record``'s runtime; MonitorError when it cannot be used."""
+        from criolib.runtime_spec import RuntimeClient, RuntimeSpecError
+
+        spec = record["runtime"]
+        key = (spec["path"], spec.get("root"), bool(spec.get("systemd_cgroup")))
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                try:
+                    client = RuntimeClient(key[0], root=key[1], systemd_cgroup=key[2])
+                except RuntimeSpecError as exc:
+                    raise MonitorError(f"container {record['container_id']!r}: its "
+                                       f"runtime {key[0]} cannot be used: {exc}") from exc
+                self._clients[key] = client
+        return client
+
+
+def check_exec_args(container_id: str, output_limit: object, timeout: object) -> None:
+    """Refuse an exec's ``output_limit`` (an int >= 0) or ``timeout`` (None or > 0 s)."""
+    if isinstance(output_limit, bool) or not isinstance(output_limit, int) or \
+            output_limit < 0:
+        raise InvalidMonitorConfig(f"container {container_id!r}: output_limit must be "
+                                   f"an integer >= 0, not {output_limit!r}")
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise InvalidMonitorConfig(f"container {container_id!r}: exec timeout must be "
+                                   f"a number of seconds > 0, not {timeout!r}")
+
+
+def clear_stale_exit(config: ContainerConfig, persist: Path) -> None:
+    """Remove an exit (and OOM) record left by an earlier container of this id, which
+    would otherwise read as this one's exit at once. OSError goes to the caller."""
+    for stale in (config.exit_dir / config.container_id, persist / "exit", persist / "oom"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
