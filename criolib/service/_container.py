@@ -315,7 +315,9 @@ class ContainerManager(ContainerBase):
             record = self.refresh(self.state.container(record.id))
             if record.state == State.CONTAINER_EXITED:
                 return record
-            if timeout > 0:
+            # A created container's init waits for start, as pid 1 of its namespace that
+            # ignores SIGTERM: no grace period to sit out (containerd returns at once too).
+            if timeout > 0 and record.state != State.CONTAINER_CREATED:
                 self._kill(record, record.stop_signal or "SIGTERM")
                 done = self._wait(record, timeout)
                 if done is not None:

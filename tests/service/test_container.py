@@ -935,3 +935,19 @@ def test_host_to_container_and_private_propagation(crio_bed: Bed, tmp_path: Path
             with contextlib.suppress(Exception):
                 remove(bed, cid)
         subprocess.run(["umount", "-R", "-l", str(shared)], check=False)
+
+
+def test_stopping_a_created_container_does_not_sit_out_the_grace_period(
+        crio_bed: Bed) -> None:
+    """A container created but never started waits for start as pid 1 of its namespace,
+    which ignores SIGTERM: StopContainer kills it at once instead of after the timeout."""
+    bed = crio_bed
+    sandbox = bed.sandbox("crun")
+    cid = create(bed, sandbox, ctr_config("sleep 1000", name="never-started"))
+    t0 = time.monotonic()
+    bed.manager.stop_container(cri.StopContainerRequest(container_id=cid, timeout=10))
+    assert time.monotonic() - t0 < 5
+    status = bed.manager.container_status(
+        cri.ContainerStatusRequest(container_id=cid)).status
+    assert status is not None and status.state == cri.ContainerState.CONTAINER_EXITED
+    bed.manager.remove_container(cri.RemoveContainerRequest(container_id=cid))
