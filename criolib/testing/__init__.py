@@ -8,6 +8,8 @@
   with basic auth, or with bearer tokens from a :class:`TokenServer` (with per-user
   ACLs and anonymous pull); :func:`serving_test_images` starts one with the test
   images pushed.
+- ``criolib serve`` as a subprocess (:func:`running_service`, :func:`start_service`)
+  and :class:`CRIClient`, the kubelet's side of the CRI (needs the ``cri`` extra).
 - pytest fixtures (``criolib_test_images``, ``criolib_registry``,
   ``criolib_registry_basic``, ``criolib_registry_token``) registered as a pytest
   plugin, and helpers that skip, or fail under ``CRIOLIB_REQUIRE_INTEGRATION=1``,
@@ -56,6 +58,13 @@ from criolib.testing._netfilter import drop_new_iptables_chains, iptables_chains
 from criolib.testing._push import PushedImage, RegistryAuth, push_layout
 from criolib.testing._registry import AuthKind, RegistryServer
 from criolib.testing._rootfs import unpack_test_image
+from criolib.testing._service import (
+    CRIClient,
+    ServiceProcess,
+    running_service,
+    service_config_toml,
+    start_service,
+)
 from criolib.testing._tar import Entry, write_layer
 from criolib.testing._tokens import TokenServer
 
@@ -68,6 +77,7 @@ __all__ = [
     "REQUIRE_INTEGRATION_ENV",
     "AuthKind",
     "BuildDirError",
+    "CRIClient",
     "Entry",
     "ImageBuildError",
     "MissingHostPart",
@@ -76,6 +86,7 @@ __all__ = [
     "RegistryAuth",
     "RegistryServer",
     "RegistryStartError",
+    "ServiceProcess",
     "TestImage",
     "TestImages",
     "TestbedError",
@@ -94,7 +105,10 @@ __all__ = [
     "require_binaries",
     "require_cni_plugins",
     "require_root",
+    "running_service",
+    "service_config_toml",
     "serving_test_images",
+    "start_service",
     "unpack_test_image",
     "write_layer",
 ]
