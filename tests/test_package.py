@@ -29,7 +29,7 @@ MAY_IMPORT = {
     "cli": {"runtime_spec", "storage", "image", "cni", "conmon", "service", "testing"},
 }
 #: Shared top-level helpers every package may use.
-SHARED = {"errors", "_atomic", "_exec", "_mount", "_securejoin", "__init__"}
+SHARED = {"errors", "_atomic", "_exec", "_lazy", "_mount", "_securejoin", "__init__"}
 
 
 def _modules() -> list[Path]:

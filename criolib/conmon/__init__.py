@@ -9,11 +9,10 @@ other backends, so loading this package loads nothing but the error root.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import typing as _typing
-from typing import Any as _Any
 
+from criolib._lazy import lazy_exports as _lazy_exports
 from criolib.conmon._errors import MonitorError
 
 if _typing.TYPE_CHECKING:
@@ -113,19 +112,6 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> _Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
 logging.getLogger("criolib.conmon").addHandler(logging.NullHandler())
 
 __all__ = [
@@ -171,3 +157,5 @@ __all__ = [
     "parse_cri_log_line",
     "read_cri_log",
 ]
+
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, __all__, globals())

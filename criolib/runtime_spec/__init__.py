@@ -10,10 +10,10 @@ loads the client's own modules alone.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import typing as _typing
-from typing import Any as _Any
+
+from criolib._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from criolib.runtime_spec._convert import (
@@ -264,19 +264,6 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> _Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
 logging.getLogger("criolib.runtime_spec").addHandler(logging.NullHandler())
 
 __all__ = [
@@ -396,3 +383,5 @@ __all__ = [
     "validate",
     "wait_for_exit",
 ]
+
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, __all__, globals())

@@ -13,10 +13,10 @@ of the CRI classes, storage, images or gRPC until a name is used.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import typing as _typing
-from typing import Any as _Any
+
+from criolib._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from criolib.service._config import (
@@ -288,19 +288,6 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> _Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = _LAZY.get(name, "_cri_types")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
 logging.getLogger("criolib.service").addHandler(logging.NullHandler())
 
 __all__ = [
@@ -515,4 +502,5 @@ __all__ = [
     "socket_path",
     "to_proto",
 ]
-_PUBLIC = frozenset(__all__)
+
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, __all__, globals(), default="_cri_types")
